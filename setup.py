@@ -1,0 +1,46 @@
+"""spark_scoring: batch inference of MLflow models on Apache Spark, Delta in and out."""
+from setuptools import find_packages, setup
+
+# Versions that were installed and tested together (see README "Versions").
+# delta-spark 4.4.x accepts pyspark 4.0.1-4.2.0 (4.4.0: 4.4.1 has no jars on Maven Central);
+# PySpark warns on pandas 3.
+INSTALL_REQUIRES = [
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
+    "mlflow==3.17.2",
+    "torch==2.13.0",
+    "pandas>=2.2,<3",
+    "pyarrow>=18,<26",
+    "numpy>=1.26,<2.5",
+    "scikit-learn>=1.5,<1.10",
+    "pyyaml>=6.0,<7",
+    "pydantic>=2.7,<3",
+    "rich>=13,<16",
+    "matplotlib>=3.8,<3.12",
+]
+
+TEST_REQUIRES = [
+    "pytest>=8,<10",
+    "pytest-timeout>=2.3,<3",
+    "chispa==0.12.0",
+    "hypothesis>=6.100,<7",
+]
+
+setup(
+    name="spark_scoring",
+    version="0.1.0",
+    description="Batch inference of MLflow models on Spark: vectorized UDFs, CPU/GPU, "
+    "partition-by-partition idempotent Delta jobs with lineage.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["spark_scoring", "spark_scoring.*"]),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["spark-scoring=spark_scoring.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,68 @@
+"""spark_scoring: batch inference of MLflow models on Apache Spark.
+
+Public API (everything else is internal):
+
+- :func:`load_model` resolves ``models:/name@alias`` to a pinned version once, on the driver.
+- :func:`scoring_udf` builds a vectorized Arrow UDF (drop-in for ``mlflow.pyfunc.spark_udf``).
+- :func:`score` appends predictions and lineage columns to a DataFrame.
+- :func:`run_job` runs a partition-by-partition, idempotent Delta scoring job.
+- :func:`load_config` validates a job config; :func:`get_spark` gives the session.
+"""
+from .errors import (
+    BadRowsError,
+    ChangeFeedError,
+    ConfigError,
+    DriftError,
+    ModelLoadError,
+    ModelResolutionError,
+    ReconciliationError,
+    RegistryUnavailableError,
+    ResultTypeError,
+    SchemaMismatchError,
+    ScoringError,
+    WriteConflictError,
+)
+from .registry import ScoringModel, load_model
+from .session import get_spark
+from .udf import ScoringUDF, score, scoring_udf
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # the job layer imports more; load it on first use
+    if name in ("run_job", "JobResult"):
+        from . import job
+
+        return getattr(job, name)
+    if name in ("load_config", "JobConfig"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'spark_scoring' has no attribute {name!r}")
+
+
+__all__ = [
+    "__version__",
+    "get_spark",
+    "load_model",
+    "ScoringModel",
+    "scoring_udf",
+    "ScoringUDF",
+    "score",
+    "run_job",
+    "JobResult",
+    "load_config",
+    "JobConfig",
+    "ScoringError",
+    "ConfigError",
+    "ModelResolutionError",
+    "RegistryUnavailableError",
+    "ModelLoadError",
+    "SchemaMismatchError",
+    "ResultTypeError",
+    "BadRowsError",
+    "WriteConflictError",
+    "ReconciliationError",
+    "ChangeFeedError",
+    "DriftError",
+]

@@ -1,0 +1,102 @@
+"""The SparkSession every entry point uses.
+
+Runs on: the driver.
+
+``get_spark()`` returns the active session when there is one (a Databricks
+notebook, ``spark-submit``, a Spark Connect client someone already built), and
+otherwise builds a local one with Delta Lake, Arrow, UTC and quiet logs, so the
+same job code runs unchanged on a laptop and on a cluster.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+from pyspark.sql import SparkSession
+
+__all__ = ["get_spark", "DEFAULT_CONF"]
+
+#: Settings for the local session. Arrow is on (all our UDFs are Arrow UDFs),
+#: timestamps are UTC so ``scored_at`` means the same on every machine.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.python.worker.reuse": "true",
+    # Delta: small local tables, no need for the default 50-commit checkpoint
+    # interval to be reached before the log is readable quickly.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.driver.extraJavaOptions": "-Dderby.system.home=/tmp/spark_scoring_derby",
+}
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands PySpark its gateway port.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(
+    app_name: str = "spark_scoring",
+    *,
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Return the active SparkSession, else create a local one with Delta.
+
+    - An active session (Databricks, a notebook, an earlier call) is returned
+      as is; ``conf`` entries are applied to it where Spark allows runtime
+      changes (static settings are left alone).
+    - ``SPARK_REMOTE`` set (``sc://host:port``): a Spark Connect session.
+    - Under ``spark-submit``: the submitted master and jars are used; we only add
+      the Delta SQL extension settings. Pass Delta's jars with
+      ``--packages io.delta:delta-spark_2.13:<version>``.
+    - Otherwise a local session (``master`` or ``$SPARK_SCORING_MASTER`` or
+      ``local[*]``) whose Delta jars come from ``configure_spark_with_delta_pip``.
+    """
+    extra = dict(conf or {})
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _apply_runtime_conf(active, extra)
+        return active
+
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        _apply_runtime_conf(spark, extra)
+        return spark
+
+    builder = SparkSession.builder.appName(app_name)
+    settings = {**DEFAULT_CONF, **extra}
+    if _under_spark_submit():
+        for key in ("spark.sql.extensions", "spark.sql.catalog.spark_catalog"):
+            builder = builder.config(key, settings[key])
+        for key, value in extra.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+    else:
+        from delta import configure_spark_with_delta_pip
+
+        # Python workers must run this interpreter (a virtualenv's), not the
+        # first python3 on PATH, or they will not find pyarrow, torch, mlflow.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+        builder = builder.master(master or os.environ.get("SPARK_SCORING_MASTER", "local[*]"))
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARK_SCORING_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def _apply_runtime_conf(spark: SparkSession, conf: Mapping[str, str]) -> None:
+    for key, value in conf.items():
+        try:
+            if spark.conf.isModifiable(key):
+                spark.conf.set(key, value)
+        except Exception:  # noqa: BLE001 - Connect servers may refuse isModifiable
+            pass

@@ -1,0 +1,53 @@
+"""The one shared test fixture set.
+
+- ``spark``: a session-scoped local SparkSession with Delta (reuses an active one).
+- ``registry``: a real MLflow sqlite tracking + model registry in a temp folder,
+  with real scikit-learn and torch models registered (versions and aliases),
+  built by the same code as the README demo (``spark_scoring.demo``).
+- ``tmp_table``: a fresh Delta table path per test.
+
+Slow tests (separate processes, ``local-cluster``, ``spark-submit``) carry the
+``slow`` marker; CI runs them too (see ``.ci/run``).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SPARK_SCORING_LOG_LEVEL", "ERROR")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from spark_scoring.session import get_spark
+
+    session = get_spark(
+        "spark_scoring_tests",
+        master="local[2]",
+        conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"},
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real MLflow registry (sqlite) holding the demo models; see demo.register_models."""
+    from spark_scoring import demo
+
+    root = tmp_path_factory.mktemp("mlflow")
+    info = demo.setup_registry(root)
+    yield info
+
+
+@pytest.fixture()
+def tmp_table(tmp_path):
+    """A path for a Delta table that does not exist yet."""
+    return str(tmp_path / f"t_{uuid.uuid4().hex[:8]}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: separate processes or clusters; minutes")

@@ -1,0 +1,398 @@
+"""spark_scoring.delta_io: quoting, TableRef, idempotent partition writes, txn
+state, Change Data Feed, conflict retries. Real Delta tables on local disk."""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+import threading
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyspark.sql import types as T
+
+from spark_scoring import delta_io
+from spark_scoring.delta_io import (
+    CommitResult,
+    TableRef,
+    append_rows,
+    committed_txn_version,
+    enable_change_data_feed,
+    partition_counts,
+    partition_predicate,
+    quote_identifier,
+    quote_table_name,
+    read_changes,
+    sql_literal,
+    write_partition,
+)
+from spark_scoring.errors import (
+    ChangeFeedError,
+    SchemaMismatchError,
+    ScoringError,
+    WriteConflictError,
+)
+
+SCHEMA = "k int, ds string, v double"
+HOSTILE = [
+    "x' OR '1'='1",
+    "' OR 1=1 --",
+    "a`b``c",
+    "back\\slash\\",
+    "\\'",
+    "new\nline\r\tend",
+    'dq"uote',
+    "ünïcødé ✓ 日本",
+    "nul\x00012",
+    "%_*",
+]
+
+
+def rows(df, *cols):
+    cols = cols or tuple(df.columns)
+    return sorted(tuple(r[c] for c in cols) for r in df.collect())
+
+
+def write(spark, data, ref, ds, *, app="job", version=1, mode="overwrite_partitions", **kw):
+    return write_partition(
+        spark, spark.createDataFrame(data, SCHEMA), ref, mode=mode, partition_column="ds",
+        partition_value=ds, txn_app_id=f"{app}/{ds}", txn_version=version,
+        user_metadata={"run": version, "ds": ds}, base_delay_s=0.05, **kw)
+
+
+# ------------------------------------------------------------------ quoting
+@pytest.mark.parametrize("name, quoted", [
+    ("ds", "`ds`"), ("a.b", "`a.b`"), ("a`b", "`a``b`"), ("``", "``````"), ("x y", "`x y`"),
+])
+def test_quote_identifier(name, quoted):
+    assert quote_identifier(name) == quoted
+
+
+def test_quote_table_name_quotes_each_part():
+    assert quote_table_name("main.sales.scores") == "`main`.`sales`.`scores`"
+    assert quote_table_name("we`ird.t") == "`we``ird`.`t`"
+    with pytest.raises(ValueError, match="non-empty parts"):
+        quote_table_name("main..t")
+
+
+@pytest.mark.parametrize("value, literal", [
+    (None, "NULL"), (True, "true"), (False, "false"), (42, "42"), (-7, "-7"), (1.5, "1.5"),
+    (float("nan"), "CAST('NaN' AS DOUBLE)"), (float("inf"), "CAST('Infinity' AS DOUBLE)"),
+    (float("-inf"), "CAST('-Infinity' AS DOUBLE)"),
+    (dt.date(2026, 11, 27), "DATE'2026-11-27'"),
+    (dt.datetime(2026, 11, 27, 8, 30, 1), "TIMESTAMP'2026-11-27 08:30:01'"),
+    ("2026-11-27", "'2026-11-27'"), ("it's", r"'it\'s'"), ("a\\b", r"'a\\b'"),
+    ("l1\nl2\r\t", r"'l1\nl2\r\t'"), ("\x00" + "12", r"'\u000012'"),
+])
+def test_sql_literal(value, literal):
+    assert sql_literal(value) == literal
+
+
+@pytest.mark.parametrize("value", [b"bytes", [1], object(), {"a": 1}])
+def test_sql_literal_refuses_other_types(value):
+    with pytest.raises(TypeError, match="no SQL literal"):
+        sql_literal(value)
+
+
+def test_partition_predicate():
+    assert partition_predicate("ds", "2026-11-27") == "`ds` = '2026-11-27'"
+    assert partition_predicate("ds", None) == "`ds` IS NULL"
+
+
+def test_literals_round_trip_through_spark(spark):
+    values = [None, True, 3, -2.5, float("nan"), dt.date(2026, 1, 2),
+              dt.datetime(2026, 1, 2, 3, 4, 5, 600000), *HOSTILE, ""]
+    got = spark.sql("SELECT " + ", ".join(sql_literal(v) for v in values)).head()
+    for value, back in zip(values, got):
+        assert back == value or (value != value and back != back)
+
+
+def test_hostile_values_select_exactly_their_rows(spark):
+    values = HOSTILE + ["plain", "", None]
+    data = [(i, value) for i, value in enumerate(values)] * 2
+    df = spark.createDataFrame(data, "id int, `p.a``rt` string")
+    for i, value in enumerate(values):
+        hit = df.where(partition_predicate("p.a`rt", value))
+        assert rows(hit) == [(i, value), (i, value)], value
+
+
+@settings(max_examples=25, deadline=None)
+@given(value=st.text(), column=st.text(min_size=1, max_size=6))
+def test_predicate_selects_only_equal_rows_property(spark, value, column):
+    schema = T.StructType([T.StructField(column, T.StringType())])
+    df = spark.createDataFrame([(value,), (value + "x",), (value,), ("x" + value,)], schema)
+    assert [r[0] for r in df.where(partition_predicate(column, value)).collect()] == [value, value]
+
+
+def test_hostile_values_as_replace_where(spark, tmp_table):
+    values = ["x' OR '1'='1", "' OR 1=1 --", "a`b\\'c", "new\nline ünï ✓", "plain"]
+    seed = spark.createDataFrame([(i, v, 0.0) for i, v in enumerate(values)], SCHEMA)
+    seed.write.format("delta").partitionBy("ds").save(tmp_table)
+    for i, value in enumerate(values[:4]):
+        result = write(spark, [(i, value, 1.0), (100 + i, value, 1.0)], tmp_table, value)
+        assert not result.skipped
+    table = TableRef.parse(tmp_table).read(spark)
+    expected = [(i, v, 1.0) for i, v in enumerate(values[:4])]
+    expected += [(100 + i, v, 1.0) for i, v in enumerate(values[:4])] + [(4, "plain", 0.0)]
+    assert rows(table, "k", "ds", "v") == sorted(expected)
+    assert partition_counts(table, "ds") == {**{v: 2 for v in values[:4]}, "plain": 1}
+
+
+# ----------------------------------------------------------------- TableRef
+@pytest.mark.parametrize("text, name, is_path, sql", [
+    ("main.sales.scores", "main.sales.scores", False, "`main`.`sales`.`scores`"),
+    ("scores", "scores", False, "`scores`"),
+    ("/data/scores", "/data/scores", True, "delta.`/data/scores`"),
+    ("s3://bucket/x", "s3://bucket/x", True, "delta.`s3://bucket/x`"),
+    ("abfss://c@acct.dfs.core.windows.net/t", "abfss://c@acct.dfs.core.windows.net/t", True,
+     "delta.`abfss://c@acct.dfs.core.windows.net/t`"),
+    ("dbfs:/mnt/t", "dbfs:/mnt/t", True, "delta.`dbfs:/mnt/t`"),
+    ("file:/tmp/t", "file:/tmp/t", True, "delta.`file:/tmp/t`"),
+    ("/tmp/we`ird", "/tmp/we`ird", True, "delta.`/tmp/we``ird`"),
+])
+def test_table_ref_parse(text, name, is_path, sql):
+    ref = TableRef.parse(text)
+    assert (ref.name, ref.is_path, ref.sql) == (name, is_path, sql)
+
+
+def test_table_ref_relative_path_is_made_absolute():
+    assert TableRef.parse("out/scores") == TableRef(os.path.abspath("out/scores"), True)
+    assert TableRef.parse("a\\b").is_path
+    with pytest.raises(ValueError, match="non-empty"):
+        TableRef.parse("  ")
+
+
+def test_table_ref_on_a_path_table(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    assert not ref.exists(spark)
+    write(spark, [(1, "a", 1.0)], ref, "a", version=1)
+    write(spark, [(1, "a", 2.0)], ref, "a", version=2)
+    assert ref.exists(spark) and ref.latest_version(spark) == 1
+    assert ref.partition_columns(spark) == ["ds"]
+    assert rows(ref.read(spark, version=0)) == [(1, "a", 1.0)]
+    assert rows(ref.read(spark)) == [(1, "a", 2.0)]
+    assert [h["version"] for h in ref.history(spark)] == [1, 0]
+    assert [h["version"] for h in ref.history(spark, limit=1)] == [1]
+    spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ('spark_scoring.owner' = 'x')")
+    assert ref.table_properties(spark)["spark_scoring.owner"] == "x"
+
+
+def test_table_ref_on_a_metastore_table(spark, tmp_path):
+    db = f"db_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE DATABASE {db} LOCATION '{tmp_path}/{db}'")
+    ref = TableRef.parse(f"{db}.scores")
+    assert not ref.exists(spark) and not ref.is_path
+    assert not write(spark, [(1, "a", 1.0)], ref, "a", version=1).skipped
+    assert write(spark, [(1, "a", 9.0)], ref, "a", version=1).skipped
+    assert write(spark, [(2, "b", 2.0)], ref, "b", version=1).table_version == 1
+    assert ref.exists(spark) and ref.partition_columns(spark) == ["ds"]
+    assert rows(ref.read(spark, version=0)) == [(1, "a", 1.0)]
+    assert committed_txn_version(spark, ref, "job/a") == 1
+    spark.sql(f"DROP DATABASE {db} CASCADE")
+
+
+# -------------------------------------------------------------------- writes
+def test_overwrite_one_partition_is_one_commit_and_idempotent(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    first = write(spark, [(1, "a", 1.0), (2, "a", 1.0)], ref, "a", version=1)
+    assert first == CommitResult(table_version=0, skipped=False, attempts=1)
+    write(spark, [(1, "b", 1.0)], ref, "b", version=1)
+
+    again = write(spark, [(3, "a", 2.0)], ref, "a", version=2)
+    assert again == CommitResult(2, False, 1)
+    assert rows(ref.read(spark)) == [(1, "b", 1.0), (3, "a", 2.0)]
+    last = ref.history(spark, limit=1)[0]
+    assert last["operation"] == "WRITE" and last["operationParameters"]["predicate"] == "`ds` = 'a'"
+    assert json.loads(last["userMetadata"]) == {"ds": "a", "run": 2}
+
+    for version in (2, 1):  # same and older txnVersion: Delta skips, nothing changes
+        skipped = write(spark, [(9, "a", 9.0)], ref, "a", version=version)
+        assert skipped == CommitResult(None, True, 1)
+    assert ref.latest_version(spark) == 2
+    assert rows(ref.read(spark)) == [(1, "b", 1.0), (3, "a", 2.0)]
+
+    assert write(spark, [(4, "a", 3.0)], ref, "a", version=3) == CommitResult(3, False, 1)
+    assert rows(ref.read(spark)) == [(1, "b", 1.0), (4, "a", 3.0)]
+    assert committed_txn_version(spark, ref, "job/a") == 3
+    assert committed_txn_version(spark, ref, "job/b") == 1
+    assert committed_txn_version(spark, ref, "nobody") is None
+
+
+def test_rows_of_another_partition_fail_the_write(spark, tmp_table):
+    with pytest.raises(ScoringError, match=r"rows of another partition"):
+        write(spark, [(1, "a", 1.0), (2, "b", 1.0)], tmp_table, "a")
+    assert not TableRef.parse(tmp_table).exists(spark)  # nothing created
+    write(spark, [(1, "a", 1.0)], tmp_table, "a")
+    with pytest.raises(ScoringError, match=r"rows of another partition"):
+        write(spark, [(1, "a", 1.0), (2, None, 1.0)], tmp_table, "a", version=2)
+    assert TableRef.parse(tmp_table).latest_version(spark) == 0
+
+
+def test_null_partition_and_full_overwrite(spark, tmp_table):
+    write(spark, [(1, None, 1.0)], tmp_table, None, version=1)
+    write(spark, [(2, "a", 1.0)], tmp_table, "a", version=1)
+    write(spark, [(3, None, 2.0)], tmp_table, None, version=2)
+    assert rows(TableRef.parse(tmp_table).read(spark)) == [(2, "a", 1.0), (3, None, 2.0)]
+
+    whole = tmp_table + "_whole"
+    df = spark.createDataFrame([(1, "a", 1.0)], SCHEMA)
+    kw = dict(mode="overwrite_partitions", partition_column=None, partition_value=None,
+              txn_app_id="whole", user_metadata={})
+    assert write_partition(spark, df, whole, txn_version=1, **kw).table_version == 0
+    assert write_partition(spark, df.limit(0), whole, txn_version=1, **kw).skipped
+    assert write_partition(spark, df.limit(0), whole, txn_version=2, **kw).table_version == 1
+    assert TableRef.parse(whole).read(spark).count() == 0
+    assert TableRef.parse(whole).partition_columns(spark) == []
+
+
+def test_append_is_idempotent(spark, tmp_table):
+    assert write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="append").table_version == 0
+    assert write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="append").skipped
+    assert write(spark, [(2, "a", 1.0)], tmp_table, "a", mode="append", version=2).table_version == 1
+    assert rows(TableRef.parse(tmp_table).read(spark)) == [(1, "a", 1.0), (2, "a", 1.0)]
+
+
+def test_append_rows_creates_then_appends(spark, tmp_table):
+    df = spark.createDataFrame([(1, "a", 1.0)], SCHEMA)
+    assert append_rows(spark, df, tmp_table, partition_by="ds").table_version == 0
+    assert append_rows(spark, df, tmp_table, user_metadata={"kind": "audit"}) == CommitResult(1, False, 1)
+    ref = TableRef.parse(tmp_table)
+    assert ref.read(spark).count() == 2 and ref.partition_columns(spark) == ["ds"]
+    assert json.loads(ref.history(spark, limit=1)[0]["userMetadata"]) == {"kind": "audit"}
+
+
+def test_merge_upserts_by_key_within_the_partition(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    merge = dict(mode="merge", keys=["k"])
+    assert write(spark, [(1, "a", 1.0), (2, "a", 1.0)], ref, "a", version=1, **merge).table_version == 0
+    write(spark, [(1, "b", 1.0)], ref, "b", version=1, **merge)
+
+    result = write(spark, [(1, "a", 5.0), (3, "a", 5.0)], ref, "a", version=2, **merge)
+    assert result == CommitResult(2, False, 1)
+    assert rows(ref.read(spark)) == [(1, "a", 5.0), (1, "b", 1.0), (2, "a", 1.0), (3, "a", 5.0)]
+    last = ref.history(spark, limit=1)[0]
+    assert last["operation"] == "MERGE"
+    assert "= a" in last["operationParameters"]["predicate"]  # the partition literal
+    assert json.loads(last["userMetadata"]) == {"ds": "a", "run": 2}
+
+    # Delta 4.4 honours the txn session confs for MERGE: the rerun makes no commit.
+    assert write(spark, [(1, "a", 7.0)], ref, "a", version=2, **merge) == CommitResult(None, True, 1)
+    assert ref.latest_version(spark) == 2 and committed_txn_version(spark, ref, "job/a") == 2
+    assert spark.conf.get("spark.databricks.delta.write.txnAppId", None) is None
+
+
+def test_merge_needs_keys_and_known_columns(spark, tmp_table):
+    with pytest.raises(ValueError, match="needs keys"):
+        write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="merge")
+    with pytest.raises(SchemaMismatchError, match=r"merge keys \['id'\]"):
+        write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="merge", keys=["id"])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="upsert")
+
+
+def test_partition_column_mismatch(spark, tmp_table):
+    write(spark, [(1, "a", 1.0)], tmp_table, "a")
+    df = spark.createDataFrame([(1, "a", 1.0)], SCHEMA)
+    with pytest.raises(SchemaMismatchError, match=r"partitioned by \['ds'\] but this write partitions by \['k'\]"):
+        write_partition(spark, df, tmp_table, mode="overwrite_partitions", partition_column="k",
+                        partition_value=1, txn_app_id="x", txn_version=1, user_metadata={})
+    assert TableRef.parse(tmp_table).latest_version(spark) == 0
+
+
+# ------------------------------------------------------ txn state, change feed
+def test_change_feed_and_txn_state_survive_log_cleanup(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    write(spark, [(1, "a", 1.0), (2, "a", 1.0)], ref, "a", app="first", version=7)  # v0
+    with pytest.raises(ChangeFeedError, match=r"from version 0: Change Data Feed was not enabled"):
+        read_changes(spark, ref, 0)
+    enable_change_data_feed(spark, ref)  # v1
+    spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES (delta.checkpointInterval = 2)")  # v2
+    write(spark, [(2, "a", 2.0), (3, "a", 2.0)], ref, "a", mode="merge", keys=["k"])  # v3
+    write(spark, [(4, "b", 1.0)], ref, "b")  # v4, checkpoint
+
+    changes = read_changes(spark, ref, 3)
+    assert rows(changes, "k", "v", "_change_type", "_commit_version") == [
+        (2, 2.0, "update_postimage", 3), (3, 2.0, "insert", 3), (4, 1.0, "insert", 4)]
+    assert rows(read_changes(spark, ref, 3, 3), "k", "_change_type") == [
+        (2, "update_postimage"), (3, "insert")]
+    with pytest.raises(ChangeFeedError, match=r"from version 9: the table's latest version is 4"):
+        read_changes(spark, ref, 9)
+
+    for version in range(3):  # as if the log had been cleaned up to the checkpoint
+        for path in glob.glob(os.path.join(tmp_table, "_delta_log", f"*{version:020d}.json*")):
+            os.remove(path)
+    assert committed_txn_version(spark, ref, "first/a") == 7  # only in the checkpoint now
+    assert committed_txn_version(spark, ref, "job/b") == 1
+    with pytest.raises(ChangeFeedError, match=r"from version 1: .*retention.*snapshot"):
+        read_changes(spark, ref, 1)
+    with pytest.raises(ChangeFeedError, match="does not exist"):
+        read_changes(spark, tmp_table + "_missing", 0)
+    assert committed_txn_version(spark, tmp_table + "_missing", "job/a") is None
+
+
+# -------------------------------------------------------------- concurrency
+def test_concurrent_merges_into_disjoint_partitions_both_commit(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    seed = [(k, ds, 0.0) for k in range(5) for ds in ("a", "b")]
+    spark.createDataFrame(seed, SCHEMA).write.format("delta").partitionBy("ds").save(tmp_table)
+    barrier, results, errors = threading.Barrier(2), {}, []
+
+    def merge(ds):
+        try:
+            data = spark.createDataFrame([(k, ds, 1.0) for k in range(3, 7)], SCHEMA)
+            barrier.wait()
+            results[ds] = write_partition(
+                spark, data, ref, mode="merge", keys=["k"], partition_column="ds",
+                partition_value=ds, txn_app_id=f"job/{ds}", txn_version=1,
+                user_metadata={"ds": ds}, base_delay_s=0.05)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=merge, args=(ds,)) for ds in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(r.table_version for r in results.values()) == [1, 2]
+    assert not any(r.skipped for r in results.values())
+    expected = [(k, ds, 1.0 if k >= 3 else 0.0) for k in range(7) for ds in ("a", "b")]
+    assert rows(ref.read(spark)) == sorted(expected)
+
+
+class ConcurrentAppendException(Exception):
+    """Stands in for delta.exceptions.ConcurrentAppendException (matched by name)."""
+
+
+def test_conflicts_are_retried_then_reported():
+    ref, sleeps, calls = TableRef.parse("/t/scores"), [], []
+
+    def conflicting():
+        calls.append(1)
+        raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND] Transaction conflict detected.")
+
+    with pytest.raises(WriteConflictError, match=(
+            r"/t/scores \(ds='a'\) still conflicted after 3 attempts; last error: "
+            r"ConcurrentAppendException: .*disjoint partitions")):
+        delta_io._retry_conflicts(conflicting, ref, "ds='a'", 2, 0.5, sleep=sleeps.append)
+    assert len(calls) == 3 and len(sleeps) == 2
+    assert 0.25 <= sleeps[0] <= 0.75 and 0.5 <= sleeps[1] <= 1.5  # exponential, jittered
+
+    outcomes = [RuntimeError("py4j: io.delta.exceptions.ProtocolChangedException: x"), None]
+
+    def flaky():
+        outcome = outcomes.pop(0)
+        if outcome:
+            raise outcome
+        return CommitResult(5, False, 0)
+
+    assert delta_io._retry_conflicts(flaky, ref, "", 2, 0.0, sleep=sleeps.append) == CommitResult(5, False, 2)
+
+    def broken():
+        raise KeyError("not a conflict")
+
+    with pytest.raises(KeyError, match="not a conflict"):
+        delta_io._retry_conflicts(broken, ref, "", 5, 0.0, sleep=sleeps.append)
