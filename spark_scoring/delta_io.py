@@ -217,17 +217,29 @@ class TableRef:
         frame = table.history(limit) if limit is not None else table.history()
         return [row.asDict(recursive=True) for row in frame.orderBy(F.col("version").desc()).collect()]
 
-    def _detail(self, spark: SparkSession):
-        return self.delta_table(spark).detail().head()
+    def _describe(self, spark: SparkSession) -> tuple[list[str], str]:
+        # DESCRIBE TABLE EXTENDED reads only the table's metadata; DESCRIBE DETAIL
+        # also counts files, which rebuilds the table state after every commit.
+        parts, location, section = [], self.name, ""
+        for row in spark.sql(f"DESCRIBE TABLE EXTENDED {self.sql}").collect():
+            key = row["col_name"] or ""
+            if key.startswith("# ") or not key:
+                section = key if key != "# col_name" else section
+            elif section == "# Partition Information":
+                parts.append(key)
+            elif section == "# Detailed Table Information" and key == "Location":
+                location = row["data_type"]
+        return parts, location
 
     def partition_columns(self, spark: SparkSession) -> list[str]:
-        return list(self._detail(spark)["partitionColumns"])
-
-    def table_properties(self, spark: SparkSession) -> dict:
-        return dict(self._detail(spark)["properties"] or {})
+        return self._describe(spark)[0]
 
     def location(self, spark: SparkSession) -> str:
-        return self.name if self.is_path else str(self._detail(spark)["location"])
+        """Where the table's files are (the path itself for path tables)."""
+        return self.name if self.is_path else self._describe(spark)[1]
+
+    def table_properties(self, spark: SparkSession) -> dict:
+        return dict(self.delta_table(spark).detail().head()["properties"] or {})
 
 
 def _as_ref(ref: TableRef | str) -> TableRef:
@@ -544,9 +556,14 @@ def read_changes(spark: SparkSession, ref: TableRef | str, start_version: int,
         reader = reader.option("endingVersion", int(end_version))
     try:
         changes = reader.load(ref.name) if ref.is_path else reader.table(ref.sql)
+        changes = changes.where(F.col("_change_type").isin("insert", "update_postimage"))
+        if getattr(changes, "_jdf", None) is not None:
+            # Delta checks the version range when the scan is planned, not at load:
+            # plan now (no job runs; Spark keeps the plan for the caller's action).
+            changes._jdf.queryExecution().executedPlan()
     except Exception as exc:
         for pattern, cause, fix in _CDF_CAUSES:
             if pattern.search(str(exc)):
                 raise fail(cause, fix) from exc
         raise
-    return changes.where(F.col("_change_type").isin("insert", "update_postimage"))
+    return changes

@@ -98,14 +98,41 @@ def _client():
     return MlflowClient()
 
 
+def _is_connection_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) is a network failure.
+
+    MLflow's REST client wraps ``requests`` connection errors in a plain
+    ``MlflowException("API request to ... failed with exception ...")``
+    (implicitly chained), which must not read as "no such model".
+    """
+    import requests
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                            ConnectionError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _registry_call(uri: str, fn, *args):
     """Call the registry, turning connection problems into RegistryUnavailableError."""
     from mlflow.exceptions import MlflowException
 
     try:
         return fn(*args)
-    except MlflowException:
-        raise
+    except MlflowException as exc:
+        if not _is_connection_failure(exc):
+            raise
+        import mlflow
+
+        raise RegistryUnavailableError(
+            f"could not reach the MLflow registry at {mlflow.get_registry_uri()!r} to resolve "
+            f"{uri!r}: {exc.message if hasattr(exc, 'message') else exc}. Fix: check "
+            "MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI and that the server is up."
+        ) from exc
     except Exception as exc:  # requests / sqlalchemy connection failures
         import mlflow
 
