@@ -59,6 +59,9 @@ def run_changes(run, t0: float):
                 key=lambda u: (u[1] is None, u[1] or ""),
             )
     reporter.plan(run, units, skipped=0)
+    from .job import _start_tracking
+
+    tracker = _start_tracking(run)
     results, failure = [], None
     with reporter.progress(len(units)) as advance:
         for value, text, _n in units:
@@ -71,6 +74,8 @@ def run_changes(run, t0: float):
                 res = PartitionResult(text, "failed", message=f"{type(exc).__name__}: {exc}"[:4000])
                 failure = ScoringError(_spark_error_text(exc, column, text))
             run.audit(res, started_at)
+            if tracker is not None:
+                tracker.partition(res, value)
             results.append(res)
             advance(res)
             if failure is not None:
@@ -85,6 +90,8 @@ def run_changes(run, t0: float):
         time.monotonic() - t0, cfg,
     )
     reporter.summary(result)
+    if tracker is not None:
+        tracker.finish(result, failed=failure is not None)
     if failure is not None:
         failure.job_result = result
         raise failure

@@ -529,6 +529,7 @@ def run_job(
         else:
             todo.append((value, text, n))
     reporter.plan(run, todo, skipped=len(results))
+    tracker = _start_tracking(run)
     failure: ScoringError | None = None
     with reporter.progress(len(todo)) as advance:
         for value, text, n in todo:
@@ -545,6 +546,8 @@ def run_job(
             run.audit(res, started_at)
             if _test_hook:
                 _test_hook("after_audit", text)
+            if tracker is not None:
+                tracker.partition(res, value)
             results.append(res)
             advance(res)
             if failure is not None:
@@ -555,6 +558,8 @@ def run_job(
         time.monotonic() - t0, cfg,
     )
     reporter.summary(result)
+    if tracker is not None:
+        tracker.finish(result, failed=failure is not None)
     if failure is not None:
         committed = [p.partition for p in results if p.status in ("scored", "recovered")]
         failure.args = (f"{failure.args[0] if failure.args else failure}\nCommitted before the failure: "
@@ -562,6 +567,16 @@ def run_job(
         failure.job_result = result
         raise failure
     return result
+
+
+def _start_tracking(run):
+    if not run.cfg.tracking.enabled:
+        return None
+    from .tracking import RunTracker
+
+    tracker = RunTracker.start(run)
+    run.mlflow_run_id = tracker.mlflow_run_id if tracker else None
+    return tracker
 
 
 def _spark_error_text(exc: Exception, column: str | None, text: str | None) -> str:
