@@ -283,7 +283,11 @@ def scoring_udf(
     def score_batches(batches):
         return _score_iterator(spec, batches)
 
-    udf = arrow_udf(score_batches, spark_type, ArrowUDFType.SCALAR_ITER)
+    import warnings
+
+    with warnings.catch_warnings():  # "prefer type hints": the explicit type is deliberate
+        warnings.simplefilter("ignore", UserWarning)
+        udf = arrow_udf(score_batches, spark_type, ArrowUDFType.SCALAR_ITER)
     udf = udf.asNondeterministic()  # never re-evaluated or reordered by the optimizer
     return ScoringUDF(model, spec, input_spec, spark_type, udf)
 
