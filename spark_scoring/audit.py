@@ -9,8 +9,10 @@ message, started_at, finished_at``.
 
 Statuses: ``scored`` (committed by this run), ``recovered`` (committed by an
 earlier run that died before writing its audit row; found through the Delta
-transaction id), ``failed``. The audit table is how a rerun knows what is done
-and how the Change Data Feed mode knows where it stopped.
+transaction id), ``failed``, and ``checkpoint`` (partition null: a
+``changes`` run committed every change up to ``input_version``). The audit
+table is how a rerun knows what is done and how the Change Data Feed mode knows
+where it stopped.
 """
 from __future__ import annotations
 
@@ -89,11 +91,15 @@ def scored_partitions(spark, table: str, job_key: str) -> dict[str | None, int]:
 
 
 def last_input_version(spark, table: str, job_key: str) -> int | None:
-    """The newest input version a ``changes`` job of ``job_key`` processed."""
+    """The newest input version a ``changes`` job of ``job_key`` processed completely.
+
+    Only ``checkpoint`` rows count: a run that committed some partitions and then
+    failed or was killed has not processed its changes of the other partitions.
+    """
     import pyspark.sql.functions as F
 
     df = read_audit(spark, table, job_key)
     if df is None:
         return None
-    row = df.where(F.col("status").isin("scored", "recovered")).agg(F.max("input_version")).collect()[0]
+    row = df.where(F.col("status") == "checkpoint").agg(F.max("input_version")).collect()[0]
     return None if row[0] is None else int(row[0])

@@ -3,16 +3,21 @@
 Runs on: the driver.
 
 The audit table remembers the newest input version a ``changes`` job
-processed. The next run reads the input's Change Data Feed from the version
-after it up to the version pinned at start, keeps the newest change per key,
-scores those rows and MERGEs them into the output by ``output.keys``, one
-partition (and one idempotent commit) at a time. The first run, with nothing in
-the audit table, scores the whole snapshot. Deleted input rows are not removed
+processed: a run that committed every changed partition writes a ``checkpoint``
+row (a run that failed or was killed half way writes none, so the next run
+starts from the previous checkpoint again, and the partitions already committed
+are found by their Delta transaction ids). The next run reads the input's Change
+Data Feed from the version after the checkpoint up to the version pinned at
+start, keeps the newest change per key, scores those rows and MERGEs them into
+the output by ``output.keys``, one partition (and one idempotent commit) at a
+time. The first run, with no checkpoint, scores the whole snapshot. Quarantined
+rows are appended to the quarantine table. Deleted input rows are not removed
 from the output.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 from . import audit as audit_mod
@@ -21,6 +26,32 @@ from .delta_io import partition_counts, read_changes
 __all__ = ["run_changes"]
 
 _CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+# change files vacuumed (or log files cleaned up) after the scan was planned
+_GONE = re.compile(r"DELTA_CHANGE_DATA_FILE_NOT_FOUND|DELTA_LOG_FILE_NOT_FOUND|FileNotFoundException"
+                   r"|VersionNotFound|DELTA_VERSION_NOT_FOUND")
+
+
+def _count_units(source, column, run, start):
+    """[(value, text, rows)] of the changed rows; vacuumed change files raise ChangeFeedError here."""
+    from .errors import ChangeFeedError
+    from .job import _partition_text
+
+    try:
+        if column is None:
+            return [(None, None, source.count())]
+        counts = partition_counts(source, column)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless Delta lost the change files
+        if start is None or not _GONE.search(str(exc)):
+            raise
+        raise ChangeFeedError(
+            f"cannot read changes of {run.input_ref.name} from version {start}: the change data files "
+            "are past retention (vacuumed or log cleaned up). Fix: run a full `input.mode: snapshot` "
+            "job once (or delete this job's checkpoint rows from the audit table so the next "
+            "`changes` run rescores the snapshot), and keep delta.deletedFileRetentionDuration / "
+            "delta.logRetentionDuration longer than the time between runs."
+        ) from exc
+    return sorted(((v, _partition_text(v), n) for v, n in counts.items()),
+                  key=lambda u: (u[1] is None, u[1] or ""))
 
 
 def _latest_per_key(changes, keys):
@@ -34,34 +65,28 @@ def _latest_per_key(changes, keys):
 
 def run_changes(run, t0: float):
     """Driver: the body of ``run_job`` for ``input.mode: changes``; returns a JobResult."""
-    from .job import JobResult, PartitionResult, _partition_text, _spark_error_text
+    from .job import JobResult, PartitionResult, _spark_error_text
     from .errors import ScoringError
 
     cfg, spark, reporter = run.cfg, run.spark, run.reporter
     run.prepare(None, plan_units=False)
     last = audit_mod.last_input_version(spark, run.audit_table, run.job_key)
+    start = None
     if last is None:
         source = run.snapshot
         run.explicit = False
     elif last >= run.input_version:
         source = None
     else:
-        changes = read_changes(spark, run.input_ref, last + 1, run.input_version)
+        start = last + 1
+        changes = read_changes(spark, run.input_ref, start, run.input_version)
         source = _latest_per_key(changes, list(cfg.output.keys))
     column = cfg.input.partition_by
-    units = []
-    if source is not None:
-        if column is None:
-            units = [(None, None, source.count())]
-        else:
-            units = sorted(
-                ((v, _partition_text(v), n) for v, n in partition_counts(source, column).items()),
-                key=lambda u: (u[1] is None, u[1] or ""),
-            )
-    reporter.plan(run, units, skipped=0)
+    units = [] if source is None else _count_units(source, column, run, start)
     from .job import _start_tracking
 
-    tracker = _start_tracking(run)
+    tracker = _start_tracking(run)  # first: the plan prints the run id it sets
+    reporter.plan(run, units, skipped=0)
     results, failure = [], None
     with reporter.progress(len(units)) as advance:
         for value, text, _n in units:
@@ -73,16 +98,18 @@ def run_changes(run, t0: float):
             except Exception as exc:  # noqa: BLE001
                 res = PartitionResult(text, "failed", message=f"{type(exc).__name__}: {exc}"[:4000])
                 failure = ScoringError(_spark_error_text(exc, column, text))
+                failure.__cause__ = exc
             run.audit(res, started_at)
             if tracker is not None:
-                tracker.partition(res, value)
+                drift = tracker.partition(res, value)  # DriftError under on_drift: fail
+                failure = failure or drift
             results.append(res)
             advance(res)
             if failure is not None:
                 break
-    if not units and last is not None and last < run.input_version:
-        # changes existed but none were inserts/updates: remember we got this far
-        run.audit(PartitionResult(None, "scored", message="no inserted or updated rows"),
+    if failure is None and (last is None or last < run.input_version):
+        # every change up to the pinned version is committed: the next run starts after it
+        run.audit(PartitionResult(None, "checkpoint", message=f"{len(units)} changed partition(s) scored"),
                   dt.datetime.now(dt.timezone.utc))
     result = JobResult(
         run.run_id, run.job_key, tuple(p.model.uri for p in run.plans), run.input_ref.name,
@@ -93,6 +120,12 @@ def run_changes(run, t0: float):
     if tracker is not None:
         tracker.finish(result, failed=failure is not None)
     if failure is not None:
+        committed = [p.partition for p in results if p.status in ("scored", "recovered")]
+        failure.args = (f"{failure.args[0] if failure.args else failure}\nCommitted before the failure: "
+                        f"{committed or 'nothing'} (run {run.run_id}); the next run starts again "
+                        "from the last checkpoint.",)
         failure.job_result = result
+        if committed:
+            failure.exit_code = 1  # exit 2 promises nothing was written
         raise failure
     return result

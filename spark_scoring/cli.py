@@ -4,6 +4,7 @@ Runs on: the driver.
 
     spark-scoring run --config conf/job.yaml [--partition V ...] [--set key.path=value ...]
     spark-scoring demo [--workspace demo_workspace] [--rows 2000]
+    spark-scoring report (--run-id ID | --last --config conf/job.yaml) [--out DIR] [--tracking-uri URI]
 
 Exit codes: 0 done (or nothing to do); 2 invalid config or input, nothing
 written; 1 a failure while running (what was committed stays committed, and
@@ -36,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build the embedded demo (registry, models, table) and score it")
     demo.add_argument("--workspace", default="demo_workspace", help="where the demo's files go")
     demo.add_argument("--rows", type=int, default=2000, help="rows per input partition")
+    report = sub.add_parser("report", help="print a run's summary and write its HTML report")
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", help="the run id (the MLflow run id = the scoring_run_id column)")
+    which.add_argument("--last", action="store_true", help="the newest run of the job given by --config")
+    report.add_argument("--config", help="the job config (YAML), with --last")
+    report.add_argument("--out", help="the report folder (default ./scoring_report_<run id>)")
+    report.add_argument("--tracking-uri", help="the MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     return parser
 
 
@@ -53,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_demo(args.workspace, rows_per_partition=args.rows)
             print(f"demo done: scored {result.rows_scored} rows, quarantined {result.rows_quarantined}; "
                   f"output table {result.output_table}")
+            return 0
+        if args.command == "report":
+            from .report import report_command
+
+            if args.last and not args.config:
+                raise ConfigError("--last needs --config conf/<job>.yaml: the job whose newest run to report")
+            report_command(None if args.last else args.run_id, config=args.config, out=args.out,
+                           tracking_uri=args.tracking_uri)
             return 0
         config = args.config_opt or args.config_path
         if not config:

@@ -1,26 +1,15 @@
 """Delta reads and idempotent, partition-by-partition writes.
 
-Runs on: the driver. Nothing here is shipped to executors; every function takes
-the SparkSession and starts Spark jobs or Delta commits from the driver.
+Runs on: the driver. Every function takes the SparkSession and starts Spark jobs
+or Delta commits from the driver; nothing here is shipped to executors.
 
-Three ideas carry the module:
-
-- Quoting is the security boundary. Partition values and column names reach SQL
-  text (``replaceWhere``, MERGE conditions), so they go through
-  :func:`quote_identifier` and :func:`sql_literal` and nowhere else.
-- One partition, one commit. ``replaceWhere`` (or a MERGE whose condition names
-  the partition literal) replaces exactly one partition in one atomic commit,
-  tagged with Delta's idempotent-write pair (``txnAppId``, ``txnVersion``): a
-  rerun with the same pair is skipped by Delta itself, and we report that.
-- Conflicts are retried, everything else propagates. Delta's concurrent
-  modification errors are retried with backoff; after ``max_retries`` a
-  :class:`WriteConflictError` says what collided and what to do.
-
-Verified on delta-spark 4.4.0: MERGE honours the session confs
-``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` (a second MERGE with
-the same pair makes no commit), and ``replaceWhere`` does not check the rows of
-the write that creates a table, so we check them ourselves (see
-:func:`_rows_in_partition`).
+- Quoting is the security boundary: partition values and column names reach SQL
+  text (``replaceWhere``, MERGE conditions) only through :func:`quote_identifier`
+  and :func:`sql_literal`.
+- One partition, one commit, tagged with Delta's idempotent-write pair
+  (``txnAppId``, ``txnVersion``): a rerun with the same pair is skipped by Delta
+  (verified on delta-spark 4.4.0, MERGE included, through the session confs).
+- Delta's commit conflicts are retried with backoff; anything else propagates.
 """
 from __future__ import annotations
 
@@ -41,47 +30,28 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_scoring.errors import (
-    ChangeFeedError,
-    ScoringError,
-    SchemaMismatchError,
-    WriteConflictError,
-)
+from spark_scoring.errors import ChangeFeedError, SchemaMismatchError, ScoringError, WriteConflictError
 
 __all__ = [
-    "quote_identifier",
-    "quote_table_name",
-    "sql_literal",
-    "partition_predicate",
-    "TableRef",
-    "partition_counts",
-    "CommitResult",
-    "write_partition",
-    "append_rows",
-    "committed_txn_version",
-    "enable_change_data_feed",
-    "read_changes",
+    "quote_identifier", "quote_table_name", "sql_literal", "partition_predicate",
+    "TableRef", "partition_counts", "CommitResult", "write_partition", "append_rows",
+    "committed_txn_version", "enable_change_data_feed", "read_changes",
 ]
 
 WRITE_MODES = ("overwrite_partitions", "append", "merge")
 _MAX_DELAY_S = 30.0
-_MERGE_CONFS = (
+_MERGE_CONFS = (  # MERGE reads these session confs instead of writer options
     "spark.databricks.delta.commitInfo.userMetadata",
     "spark.databricks.delta.write.txnAppId",
     "spark.databricks.delta.write.txnVersion",
 )
 # Delta's commit conflicts (io.delta.exceptions.*), by class name or error class.
-_CONFLICT_NAMES = frozenset({
-    "ConcurrentAppendException", "ConcurrentDeleteReadException",
-    "ConcurrentDeleteDeleteException", "MetadataChangedException",
-    "ConcurrentTransactionException", "ProtocolChangedException",
-    "ConcurrentWriteException", "DeltaConcurrentModificationException",
-    "ConcurrentModificationException",
-})
-_CONFLICT_TEXT = re.compile(
-    r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException"
-    r"|\[DELTA_(?:CONCURRENT_\w+|METADATA_CHANGED|PROTOCOL_CHANGED)"
-)
+_CONFLICT_NAMES = frozenset(
+    "ConcurrentAppendException ConcurrentDeleteReadException ConcurrentDeleteDeleteException "
+    "MetadataChangedException ConcurrentTransactionException ProtocolChangedException "
+    "ConcurrentWriteException DeltaConcurrentModificationException ConcurrentModificationException".split())
+_CONFLICT_TEXT = re.compile(r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException"
+                            r"|\[DELTA_(?:CONCURRENT_\w+|METADATA_CHANGED|PROTOCOL_CHANGED)")
 _OUTSIDE_PARTITION = "spark_scoring: row outside the partition being written"
 
 
@@ -181,9 +151,6 @@ class TableRef:
         quote_table_name(text)  # validates the parts
         return cls(text, False)
 
-    def __str__(self) -> str:
-        return self.name
-
     @property
     def sql(self) -> str:
         """The table in SQL text: ``delta.`/path``` or ```schema`.`table```."""
@@ -192,6 +159,12 @@ class TableRef:
         return quote_table_name(self.name)
 
     def exists(self, spark: SparkSession) -> bool:
+        if self.is_path and _is_connect(spark):
+            try:
+                spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").collect()
+                return True
+            except AnalysisException:  # [DELTA_TABLE_ONLY_OPERATION]: no Delta table there
+                return False
         if self.is_path:
             return bool(DeltaTable.isDeltaTable(spark, self.name))
         return bool(spark.catalog.tableExists(self.sql))
@@ -209,12 +182,14 @@ class TableRef:
         return reader.load(self.name) if self.is_path else reader.table(self.sql)
 
     def latest_version(self, spark: SparkSession) -> int:
-        return int(self.delta_table(spark).history(1).select("version").head()[0])
+        return int(spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").head()["version"])
 
     def history(self, spark: SparkSession, limit: int | None = None) -> list[dict]:
         """``DESCRIBE HISTORY`` rows as dicts, newest first."""
-        table = self.delta_table(spark)
-        frame = table.history(limit) if limit is not None else table.history()
+        # SQL, not DeltaTable.history(): the same rows, and it also works on Spark
+        # Connect servers without the Delta Connect plugin.
+        limit_sql = f" LIMIT {_non_negative_int('limit', limit)}" if limit is not None else ""
+        frame = spark.sql(f"DESCRIBE HISTORY {self.sql}{limit_sql}")
         return [row.asDict(recursive=True) for row in frame.orderBy(F.col("version").desc()).collect()]
 
     def _describe(self, spark: SparkSession) -> tuple[list[str], str]:
@@ -239,7 +214,7 @@ class TableRef:
         return self.name if self.is_path else self._describe(spark)[1]
 
     def table_properties(self, spark: SparkSession) -> dict:
-        return dict(self.delta_table(spark).detail().head()["properties"] or {})
+        return dict(spark.sql(f"DESCRIBE DETAIL {self.sql}").head()["properties"] or {})
 
 
 def _as_ref(ref: TableRef | str) -> TableRef:
@@ -271,31 +246,19 @@ class CommitResult:
 
 
 def write_partition(
-    spark: SparkSession,
-    df: DataFrame,
-    ref: TableRef | str,
-    *,
-    mode: str,
-    partition_column: str | None,
-    partition_value: Any,
-    txn_app_id: str,
-    txn_version: int,
-    user_metadata: Mapping[str, Any],
-    keys: Sequence[str] | None = None,
-    max_retries: int = 6,
-    base_delay_s: float = 0.5,
+    spark: SparkSession, df: DataFrame, ref: TableRef | str, *, mode: str,
+    partition_column: str | None, partition_value: Any, txn_app_id: str, txn_version: int,
+    user_metadata: Mapping[str, Any], keys: Sequence[str] | None = None,
+    max_retries: int = 6, base_delay_s: float = 0.5,
 ) -> CommitResult:
     """Write one partition (the whole table when ``partition_column`` is None) in
-    one idempotent Delta commit; create the table on the first write.
+    one idempotent Delta commit, creating the table (partitioned) on the first write.
 
-    - ``overwrite_partitions``: ``replaceWhere`` on the partition predicate.
-    - ``append``: append.
-    - ``merge``: upsert on ``keys``; the condition also names the partition literal
-      so MERGEs into disjoint partitions do not conflict.
-
-    Every row of ``df`` must belong to the partition (checked while writing; a
-    stray row fails the write with :class:`ScoringError`). A rerun with a
-    ``txn_version`` at most the last one committed for ``txn_app_id`` is skipped
+    ``mode``: ``overwrite_partitions`` (``replaceWhere`` on the partition),
+    ``append``, or ``merge`` (upsert on ``keys``; the condition names the partition
+    literal so MERGEs into disjoint partitions do not conflict). Every row of ``df``
+    must belong to the partition: a stray row fails the write (:class:`ScoringError`).
+    A ``txn_version`` at most the last one committed for ``txn_app_id`` is skipped
     by Delta: ``CommitResult(None, True, n)``.
     """
     ref = _as_ref(ref)
@@ -307,39 +270,30 @@ def write_partition(
         raise ValueError(f"txn_app_id must be a non-empty string, got {txn_app_id!r}")
     txn_version = _non_negative_int("txn_version", txn_version)
     columns = df.columns
-    missing = [key for key in (keys or ()) if key not in columns]
+    missing = [c for c in [*(keys or ()), *([partition_column] if partition_column else [])]
+               if c not in columns]
     if missing:
-        raise SchemaMismatchError(f"merge keys {missing} are not columns of the output {columns}")
-    if partition_column is not None and partition_column not in columns:
-        raise SchemaMismatchError(
-            f"partition column {partition_column!r} is not a column of the output {columns}")
-    expected_parts = [partition_column] if partition_column is not None else []
+        raise SchemaMismatchError(f"key / partition columns {missing} are not in the output {columns}")
+    partitions = [partition_column] if partition_column else []
     predicate = partition_predicate(partition_column, partition_value) if partition_column else None
     source = _rows_in_partition(df, partition_column, predicate) if predicate else df
-    metadata = json.dumps(dict(user_metadata), sort_keys=True, default=str)
-    txn = {"txnAppId": txn_app_id, "txnVersion": str(txn_version)}
+    txn = {"txnAppId": txn_app_id, "txnVersion": str(txn_version),
+           "userMetadata": json.dumps(dict(user_metadata), sort_keys=True, default=str)}
 
     def attempt() -> CommitResult:
-        before = _version_checked(spark, ref, expected_parts)
+        before = _version_checked(spark, ref, partitions)
         if mode == "merge" and before is not None:
             condition = " AND ".join(f"t.{q} <=> s.{q}" for q in map(quote_identifier, keys or ()))
-            if predicate:
-                condition += f" AND t.{predicate}"
-            _merge(spark, source, ref, condition, {
-                "spark.databricks.delta.commitInfo.userMetadata": metadata,
-                "spark.databricks.delta.write.txnAppId": txn_app_id,
-                "spark.databricks.delta.write.txnVersion": str(txn_version)})
-        else:
-            overwrite = mode == "overwrite_partitions"
-            _save(source, ref, "overwrite" if overwrite else "append",
-                  partition_by=expected_parts if before is None else [],
-                  options={**txn, "userMetadata": metadata,
-                           **({"replaceWhere": predicate} if overwrite and predicate else {})})
+            _merge(spark, source, ref, condition + (f" AND t.{predicate}" if predicate else ""), txn)
+        elif mode == "overwrite_partitions":
+            _save(source, ref, "overwrite", [] if before is not None else partitions,
+                  {**txn, "replaceWhere": predicate} if predicate else txn)
+        else:  # append, or the MERGE that creates the table
+            _save(source, ref, "append", [] if before is not None else partitions, txn)
         after = ref.latest_version(spark)
         if before is not None and after == before:
             return CommitResult(None, True, 0)
-        first = 0 if before is None else before + 1
-        version = _txn_commit(spark, ref, txn_app_id, txn_version, first, after)
+        version = _txn_commit(spark, ref, txn_app_id, txn_version, 0 if before is None else before + 1, after)
         return CommitResult(version, version is None, 0)
 
     where = f"{partition_column}={partition_value!r}" if partition_column else "whole table"
@@ -347,38 +301,30 @@ def write_partition(
 
 
 def append_rows(
-    spark: SparkSession,
-    df: DataFrame,
-    ref: TableRef | str,
-    *,
-    partition_by: str | Sequence[str] | None = None,
-    user_metadata: Mapping[str, Any] | None = None,
-    max_retries: int = 6,
-    base_delay_s: float = 0.5,
+    spark: SparkSession, df: DataFrame, ref: TableRef | str, *,
+    partition_by: str | Sequence[str] | None = None, user_metadata: Mapping[str, Any] | None = None,
+    max_retries: int = 6, base_delay_s: float = 0.5,
 ) -> CommitResult:
-    """Plain append (audit, quarantine tables); creates the table, partitioned by
-    ``partition_by``, when missing. Not idempotent: no txn pair."""
+    """Plain append (audit, quarantine tables), creating the table partitioned by
+    ``partition_by`` when missing. Not idempotent (no txn pair); ``table_version``
+    is the latest version after the append."""
     ref = _as_ref(ref)
     parts = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    options = {}
-    if user_metadata is not None:
-        options["userMetadata"] = json.dumps(dict(user_metadata), sort_keys=True, default=str)
+    options = {} if user_metadata is None else {
+        "userMetadata": json.dumps(dict(user_metadata), sort_keys=True, default=str)}
 
     def attempt() -> CommitResult:
-        exists = ref.exists(spark)
-        _save(df, ref, "append", partition_by=[] if exists else parts, options=options)
+        _save(df, ref, "append", [] if ref.exists(spark) else parts, options)
         return CommitResult(ref.latest_version(spark), False, 0)
 
     return _retry_conflicts(attempt, ref, "append", max_retries, base_delay_s)
 
 
 def _rows_in_partition(df: DataFrame, column: str, predicate: str) -> DataFrame:
-    # Delta checks replaceWhere rows only when the table exists; this check runs
-    # in the same job for every mode, so a stray row fails the write, never lands.
-    message = f"{_OUTSIDE_PARTITION}: expected {predicate}"
-    quoted = F.col(quote_identifier(column))
-    checked = F.when(F.expr(predicate), quoted).otherwise(F.raise_error(F.lit(message)))
-    return df.withColumn(column, checked)
+    # Delta checks replaceWhere rows only once the table exists (not on the write
+    # that creates it) and never for MERGE: check every row, inside the same job.
+    fail = F.raise_error(F.lit(f"{_OUTSIDE_PARTITION}: expected {predicate}"))
+    return df.withColumn(column, F.when(F.expr(predicate), F.col(quote_identifier(column))).otherwise(fail))
 
 
 def _version_checked(spark: SparkSession, ref: TableRef, expected: list[str]) -> int | None:
@@ -388,16 +334,13 @@ def _version_checked(spark: SparkSession, ref: TableRef, expected: list[str]) ->
     if actual != expected:
         raise SchemaMismatchError(
             f"{ref.name} is partitioned by {actual} but this write partitions by {expected}; "
-            "set partition_column to the table's partition column or write to a new table"
-        )
+            "set partition_column to the table's partition column or write to a new table")
     return ref.latest_version(spark)
 
 
-def _save(df: DataFrame, ref: TableRef, mode: str, *, partition_by: list[str],
-          options: Mapping[str, str]) -> None:
+def _save(df: DataFrame, ref: TableRef, mode: str, partition_by: list[str], options: Mapping[str, str]):
     writer = df.write.format("delta").mode(mode).options(**options)
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
+    writer = writer.partitionBy(*partition_by) if partition_by else writer
     if ref.is_path:
         writer.save(ref.name)
     else:
@@ -405,30 +348,46 @@ def _save(df: DataFrame, ref: TableRef, mode: str, *, partition_by: list[str],
 
 
 def _merge(spark: SparkSession, source: DataFrame, ref: TableRef, condition: str,
-           confs: Mapping[str, str]) -> None:
+           txn: Mapping[str, str]) -> None:
     # MERGE takes no writer options: its txn pair and userMetadata are session
-    # confs. They are set on a child session (same SparkContext, own SQL conf) so
-    # a thread appending through ``spark`` at the same time is not tagged too.
-    session = _child_session(spark)
+    # confs. They are set on a child session (same SparkContext, own SQL conf, the
+    # caller's settings copied) so a thread writing through ``spark`` meanwhile is
+    # not tagged with them.
+    confs = dict(zip(_MERGE_CONFS, (txn["userMetadata"], txn["txnAppId"], txn["txnVersion"])))
+    if _is_connect(spark):
+        _merge_sql(spark, source, ref, condition, confs)
+        return
+    session = spark.newSession()
+    for key, value in spark.conf.getAll.items():
+        if key not in confs and session.conf.get(key, None) != value and session.conf.isModifiable(key):
+            session.conf.set(key, value)
     for key, value in confs.items():
         session.conf.set(key, value)
     try:
-        (ref.delta_table(session).alias("t")
-         .merge(source.alias("s"), condition)
-         .whenMatchedUpdateAll()
-         .whenNotMatchedInsertAll()
-         .execute())
+        (ref.delta_table(session).alias("t").merge(source.alias("s"), condition)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     finally:
         for key in confs:
             session.conf.unset(key)
 
 
-def _child_session(spark: SparkSession) -> SparkSession:
-    child = spark.newSession()
-    for key, value in spark.conf.getAll.items():
-        if key not in _MERGE_CONFS and child.conf.get(key, None) != value and child.conf.isModifiable(key):
-            child.conf.set(key, value)
-    return child
+def _is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _merge_sql(spark: SparkSession, source: DataFrame, ref: TableRef, condition: str,
+               confs: Mapping[str, str]) -> None:
+    # Spark Connect: no newSession() and no DeltaTable API without the Delta Connect
+    # server plugin, so a SQL MERGE with the confs set on this session for its duration
+    # (one writer per Connect session at a time).
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        spark.sql(f"MERGE INTO {ref.sql} AS t USING {{source}} AS s ON {condition} "
+                  "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *", source=source).collect()
+    finally:
+        for key in confs:
+            spark.conf.unset(key)
 
 
 _TXN_SCHEMA = T.StructType([T.StructField("txn", T.StructType([
@@ -437,14 +396,13 @@ _TXN_SCHEMA = T.StructType([T.StructField("txn", T.StructType([
 
 def _txn_commit(spark: SparkSession, ref: TableRef, app_id: str, txn_version: int,
                 first: int, last: int) -> int | None:
-    """The commit in ``first..last`` that recorded (app_id, txn_version), if any."""
+    """The commit in ``first..last`` that recorded (app_id, txn_version), if any: tells our
+    commit from a concurrent writer's when ours was skipped."""
     log = ref.location(spark).rstrip("/") + "/_delta_log"
-    files = [f"{log}/{v:020d}.json" for v in range(first, last + 1)]
-    rows = (spark.read.schema(_TXN_SCHEMA).json(files)
-            .where((F.col("txn.appId") == F.lit(app_id)) & (F.col("txn.version") == F.lit(txn_version)))
-            .select(F.col("_metadata.file_name")).collect())
-    versions = [int(row[0].split(".")[0]) for row in rows]
-    return min(versions) if versions else None
+    ours = (F.col("txn.appId") == F.lit(app_id)) & (F.col("txn.version") == F.lit(txn_version))
+    files = [f"{log}/{version:020d}.json" for version in range(first, last + 1)]
+    found = spark.read.schema(_TXN_SCHEMA).json(files).where(ours).select("_metadata.file_name").collect()
+    return min((int(row[0].split(".")[0]) for row in found), default=None)
 
 
 def committed_txn_version(spark: SparkSession, ref: TableRef | str, app_id: str) -> int | None:
@@ -454,31 +412,23 @@ def committed_txn_version(spark: SparkSession, ref: TableRef | str, app_id: str)
     if not ref.exists(spark):
         return None
     log = ref.location(spark).rstrip("/") + "/_delta_log"
-    frames = [spark.read.schema(_TXN_SCHEMA).json(f"{log}/*.json")]
+    actions = spark.read.schema(_TXN_SCHEMA).json(f"{log}/*.json")
     try:
-        frames.append(spark.read.schema(_TXN_SCHEMA).parquet(f"{log}/*.checkpoint*.parquet"))
+        actions = actions.unionByName(spark.read.schema(_TXN_SCHEMA).parquet(f"{log}/*.checkpoint*.parquet"))
     except AnalysisException:  # no checkpoint yet
         pass
-    actions = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    row = actions.where(F.col("txn.appId") == F.lit(app_id)).agg(F.max("txn.version")).head()
-    return None if row[0] is None else int(row[0])
+    found = actions.where(F.col("txn.appId") == F.lit(app_id)).agg(F.max("txn.version")).head()[0]
+    return None if found is None else int(found)
 
 
 def _is_conflict(exc: BaseException) -> bool:
-    if any(cls.__name__ in _CONFLICT_NAMES for cls in type(exc).__mro__):
-        return True
-    return bool(_CONFLICT_TEXT.search(str(exc)))
+    return (any(cls.__name__ in _CONFLICT_NAMES for cls in type(exc).__mro__)
+            or bool(_CONFLICT_TEXT.search(str(exc))))
 
 
-def _retry_conflicts(
-    attempt: Callable[[], CommitResult],
-    ref: TableRef,
-    where: str,
-    max_retries: int,
-    base_delay_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CommitResult:
-    """Run ``attempt`` until it commits; retry Delta conflicts only, with
+def _retry_conflicts(attempt: Callable[[], CommitResult], ref: TableRef, where: str, max_retries: int,
+                     base_delay_s: float, sleep: Callable[[float], None] = time.sleep) -> CommitResult:
+    """Run ``attempt`` until it commits, retrying Delta conflicts only, with
     exponential backoff and jitter, ``max_retries`` times at most."""
     if max_retries < 0 or base_delay_s < 0:
         raise ValueError(f"max_retries and base_delay_s must be >= 0, got {max_retries}, {base_delay_s}")
@@ -487,25 +437,21 @@ def _retry_conflicts(
         tries += 1
         try:
             return replace(attempt(), attempts=tries)
-        except Exception as exc:  # noqa: BLE001 - re-raised unless a Delta conflict
+        except Exception as exc:  # noqa: BLE001 - re-raised unless ours or a Delta conflict
             if _OUTSIDE_PARTITION in str(exc):
-                raise ScoringError(
-                    f"output for {ref.name} ({where}) holds rows of another partition; "
-                    "filter the input to that partition before scoring"
-                ) from exc
+                raise ScoringError(f"output for {ref.name} ({where}) holds rows of another partition; "
+                                   "filter the input to that partition before scoring") from exc
             if not _is_conflict(exc):
                 raise
             if tries > max_retries:
-                last = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                last = (str(exc).strip().splitlines() or [""])[0][:500]
                 raise WriteConflictError(
-                    f"Delta commit to {ref.name} ({where}) still conflicted after {tries} "
-                    f"attempts; last error: {type(exc).__name__}: {last[:500]}. Concurrent "
-                    "writers must touch disjoint partitions: give each job its own partition "
-                    "values and keep the partition column in the merge condition, or run the "
-                    "jobs one after another, or raise max_retries"
-                ) from exc
-            delay = min(_MAX_DELAY_S, base_delay_s * 2 ** (tries - 1))
-            sleep(delay * random.uniform(0.5, 1.5))
+                    f"Delta commit to {ref.name} ({where}) still conflicted after {tries} attempts; "
+                    f"last error: {type(exc).__name__}: {last}. Concurrent writers must touch "
+                    "disjoint partitions: give each job its own partition values and keep the "
+                    "partition column in the merge condition, or run the jobs one after another, "
+                    "or raise max_retries") from exc
+            sleep(min(_MAX_DELAY_S, base_delay_s * 2 ** (tries - 1)) * random.uniform(0.5, 1.5))
 
 
 # -------------------------------------------------------------- change feed
@@ -514,27 +460,25 @@ def enable_change_data_feed(spark: SparkSession, ref: TableRef | str) -> None:
     spark.sql(f"ALTER TABLE {_as_ref(ref).sql} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
 
 
-_CDF_CAUSES = (
-    (re.compile(r"DELTA_MISSING_CHANGE_DATA|change data was not recorded"),
+_SNAPSHOT_FIX = "run a full `input.mode: snapshot` job once"
+_CDF_CAUSES = (  # (Delta's error text, cause, fix)
+    (r"DELTA_MISSING_CHANGE_DATA|change data was not recorded",
      "Change Data Feed was not enabled at some version in that range",
-     "enable it with enable_change_data_feed (delta.enableChangeDataFeed = true), run a "
-     "full `input.mode: snapshot` job once, and start incremental runs after that version"),
-    (re.compile(r"DELTA_CDC_START_VERSION_AFTER_LATEST"),
-     "the start version is past the table's latest version",
+     f"enable it (enable_change_data_feed: delta.enableChangeDataFeed = true), {_SNAPSHOT_FIX}, "
+     "and start incremental runs after the version that enabled it"),
+    (r"DELTA_CDC_START_VERSION_AFTER_LATEST", "the start version is past the latest version",
      "start at most at the latest version; the checkpoint may belong to another table"),
-    (re.compile(r"DELTA_LOG_FILE_NOT_FOUND|DELTA_CHANGE_DATA_FILE_NOT_FOUND|VersionNotFound"
-                r"|DELTA_VERSION_NOT_FOUND|FileNotFoundException"),
+    (r"DELTA_LOG_FILE_NOT_FOUND|DELTA_CHANGE_DATA_FILE_NOT_FOUND|VersionNotFound|FileNotFoundException",
      "the versions are past log / change data retention (log cleaned up or vacuumed)",
-     "run a full `input.mode: snapshot` job once, and raise delta.logRetentionDuration "
-     "if incremental runs are further apart than the retention"),
+     f"{_SNAPSHOT_FIX}, and raise delta.logRetentionDuration if runs are further apart"),
 )
 
 
 def read_changes(spark: SparkSession, ref: TableRef | str, start_version: int,
                  end_version: int | None = None) -> DataFrame:
-    """Rows inserted or updated (``update_postimage``) from ``start_version`` to
-    ``end_version`` (both inclusive; None: latest), with ``_change_type`` and
-    ``_commit_version``. Problems found while planning raise :class:`ChangeFeedError`;
+    """Rows inserted or updated (``update_postimage``) in versions ``start_version``
+    to ``end_version`` (inclusive; None: latest), with ``_change_type`` and
+    ``_commit_version``. What Delta checks while planning raises :class:`ChangeFeedError`;
     change files vacuumed later surface only when the result is computed."""
     ref = _as_ref(ref)
     start = _non_negative_int("start_version", start_version)
@@ -548,22 +492,20 @@ def read_changes(spark: SparkSession, ref: TableRef | str, start_version: int,
         raise fail("the table does not exist", "check the input table name")
     latest = ref.latest_version(spark)
     if start > latest:
-        raise fail(f"the table's latest version is {latest}",
-                   "start at most at the latest version; the checkpoint may belong to another table")
-    reader = (spark.read.format("delta").option("readChangeFeed", "true")
-              .option("startingVersion", start))
+        raise fail(f"the table's latest version is {latest}", _CDF_CAUSES[1][2])
+    reader = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", start)
     if end_version is not None:
         reader = reader.option("endingVersion", int(end_version))
     try:
         changes = reader.load(ref.name) if ref.is_path else reader.table(ref.sql)
         changes = changes.where(F.col("_change_type").isin("insert", "update_postimage"))
         if getattr(changes, "_jdf", None) is not None:
-            # Delta checks the version range when the scan is planned, not at load:
-            # plan now (no job runs; Spark keeps the plan for the caller's action).
+            # Delta checks the range when the scan is planned, not at load: plan now
+            # (no job runs; the DataFrame keeps the plan for the caller's action).
             changes._jdf.queryExecution().executedPlan()
     except Exception as exc:
         for pattern, cause, fix in _CDF_CAUSES:
-            if pattern.search(str(exc)):
+            if re.search(pattern, str(exc)):
                 raise fail(cause, fix) from exc
         raise
     return changes

@@ -40,6 +40,7 @@ from .delta_io import (
     append_rows,
     partition_counts,
     partition_predicate,
+    quote_identifier,
     read_changes,
     write_partition,
 )
@@ -52,6 +53,7 @@ from .errors import (
     WriteConflictError,
 )
 from .progress import Reporter
+from .session import set_job_description
 from .quality import bad_condition, count_rows, feature_checks, reason_column
 from .registry import ScoringModel, load_model
 from .signature import InputSpec, plan_feature_casts
@@ -188,13 +190,19 @@ def _validate_schema(cfg: JobConfig, df, plans: list[_ModelPlan], output_ref: Ta
             f"the input {cfg.input.table!r} already has column(s) {clash} that scoring adds. "
             "Fix: choose another output.prediction_column / output_column, or drop them from the input."
         )
-    if output_ref.exists(spark):
-        existing = output_ref.partition_columns(spark)
-        wanted = [part] if part else []
+    wanted = [part] if part else []
+    targets = [("output table", cfg.output.table)]
+    if cfg.bad_rows == "quarantine" and cfg.quarantine_table:
+        targets.append(("quarantine_table", cfg.quarantine_table))
+    for what, name in targets:
+        ref = TableRef.parse(name)
+        if not ref.exists(spark):
+            continue
+        existing = ref.partition_columns(spark)
         if existing != wanted:
             raise SchemaMismatchError(
-                f"output table {cfg.output.table!r} is partitioned by {existing}, but the input is "
-                f"partitioned by {wanted}. Fix: write to a new output table, or set input.partition_by "
+                f"{what} {name!r} is partitioned by {existing}, but the input is "
+                f"partitioned by {wanted}. Fix: write to a new table, or set input.partition_by "
                 "to match."
             )
 
@@ -328,7 +336,7 @@ class _Run:
                 "output.mode overwrite_partitions or merge to rescore, or force: true to append anyway."
             )
 
-        spark.sparkContext.setJobDescription(f"spark_scoring {self.output_ref.name}: {column}={text} (count)")
+        set_job_description(spark, f"spark_scoring {self.output_ref.name}: {column}={text} (count)")
         rows_in, bad, per_column = count_rows(part_df, self.checks)
         if bad and cfg.bad_rows == "fail":
             detail = ", ".join(f"{c}: {n}" for c, n in per_column.items())
@@ -356,7 +364,7 @@ class _Run:
             self._quarantine(part_df.where(condition), app_id, txn_version, metadata, value)
         good = part_df.where(~condition) if bad else part_df
         scored = self._score(good)
-        spark.sparkContext.setJobDescription(f"spark_scoring {self.output_ref.name}: {column}={text} (score+write)")
+        set_job_description(spark, f"spark_scoring {self.output_ref.name}: {column}={text} (score+write)")
         result = write_partition(
             spark,
             scored,
@@ -391,7 +399,7 @@ class _Run:
         for chk in self.checks:
             if chk.needs_cast:
                 tmp = f"__spark_scoring_cast_{len(tmp_names)}"
-                df = df.withColumn(tmp, F.col(chk.column).cast(chk.target))
+                df = df.withColumn(tmp, F.col(quote_identifier(chk.column)).cast(chk.target))
                 tmp_names[chk.column] = tmp
         for p in self.plans:
             udf = scoring_udf(
@@ -402,7 +410,8 @@ class _Run:
                 result_type=cfg.engine.result_type,
                 spark=self.spark,
             )
-            df = df.withColumn(p.output_column, udf(*[tmp_names.get(c, c) for c in p.columns]))
+            args = [F.col(quote_identifier(tmp_names.get(c, c))) for c in p.columns]  # "a.b" is one column
+            df = df.withColumn(p.output_column, udf(*args))
         first = self.plans[0].model
         lineage = {
             "model_name": F.lit(first.display_name),
@@ -431,7 +440,9 @@ class _Run:
             self.spark,
             rows,
             self.quarantine_ref,
-            mode="overwrite_partitions",
+            # changes mode sees only the changed rows of a partition: replacing the
+            # partition would drop the rows quarantined by earlier runs
+            mode="append" if self.cfg.input.mode == "changes" else "overwrite_partitions",
             partition_column=self.cfg.input.partition_by,
             partition_value=value,
             txn_app_id=app_id + "-quarantine",
@@ -528,8 +539,8 @@ def run_job(
             results.append(PartitionResult(text, "skipped", n, message="already scored by this model version"))
         else:
             todo.append((value, text, n))
+    tracker = _start_tracking(run)  # first: the plan prints the run id it sets
     reporter.plan(run, todo, skipped=len(results))
-    tracker = _start_tracking(run)
     failure: ScoringError | None = None
     with reporter.progress(len(todo)) as advance:
         for value, text, n in todo:
@@ -547,7 +558,8 @@ def run_job(
             if _test_hook:
                 _test_hook("after_audit", text)
             if tracker is not None:
-                tracker.partition(res, value)
+                drift = tracker.partition(res, value)  # DriftError under on_drift: fail
+                failure = failure or drift
             results.append(res)
             advance(res)
             if failure is not None:
@@ -565,17 +577,21 @@ def run_job(
         failure.args = (f"{failure.args[0] if failure.args else failure}\nCommitted before the failure: "
                         f"{committed or 'nothing'} (run {run.run_id}).",)
         failure.job_result = result
+        if committed:
+            failure.exit_code = 1  # exit 2 promises nothing was written
         raise failure
     return result
 
 
 def _start_tracking(run):
-    if not run.cfg.tracking.enabled:
+    if not run.cfg.tracking.enabled and not run.cfg.drift.enabled:
         return None
     from .tracking import RunTracker
 
     tracker = RunTracker.start(run)
     run.mlflow_run_id = tracker.mlflow_run_id if tracker else None
+    if run.mlflow_run_id:
+        run.run_id = run.mlflow_run_id  # one id: scoring_run_id column, audit run_id, MLflow run
     return tracker
 
 

@@ -2,6 +2,10 @@
 
 Runs on: the driver. On a terminal, a rich progress bar; otherwise (spark-submit
 logs, schedulers, CI) one plain log line per partition, so logs stay greppable.
+
+Table names, partition values and messages are data, not rich markup: they go
+through :func:`rich.markup.escape` (a partition named ``[/bold]`` would
+otherwise crash the printing, and ``[a, b]`` in a message would vanish).
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,10 +42,10 @@ class Reporter:
         shown = ", ".join(map(str, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         self.print(
             f"[bold]spark_scoring run {run.run_id}[/bold]\n"
-            f"  model(s):  {models}\n"
-            f"  input:     {run.input_ref.name} @ version {run.input_version}\n"
-            f"  output:    {run.output_ref.name} ({run.cfg.output.mode})\n"
-            f"  plan:      {len(todo)} partition(s), {rows} input rows: {shown or '-'}"
+            f"  model(s):  {escape(models)}\n"
+            f"  input:     {escape(run.input_ref.name)} @ version {run.input_version}\n"
+            f"  output:    {escape(run.output_ref.name)} ({run.cfg.output.mode})\n"
+            f"  plan:      {len(todo)} partition(s), {rows} input rows: {escape(shown) or '-'}"
             + (f"; {skipped} already scored, skipped" if skipped else "")
         )
         if not todo:
@@ -75,12 +80,12 @@ class Reporter:
         self.print(summary_table(result))
         self.print(
             f"rows in {result.rows_in} = scored {result.rows_scored} + quarantined "
-            f"{result.rows_quarantined}; {result.seconds:.1f} s; audit: {result.audit_table}"
+            f"{result.rows_quarantined}; {result.seconds:.1f} s; audit: {escape(result.audit_table)}"
         )
 
 
 def _line(res) -> str:
-    return (
+    return escape(
         f"partition {res.partition}: {res.status}, in {res.rows_in}, scored {res.rows_scored}, "
         f"quarantined {res.rows_quarantined}, {res.seconds:.1f} s"
         + (f" ({res.message.splitlines()[0][:200]})" if res.message and res.status == "failed" else "")
@@ -89,14 +94,14 @@ def _line(res) -> str:
 
 def summary_table(result) -> Table:
     """A rich Table of a JobResult's partitions."""
-    table = Table(title=f"run {result.run_id}: {result.output_table}", title_justify="left")
+    table = Table(title=escape(f"run {result.run_id}: {result.output_table}"), title_justify="left")
     for name, justify in [("partition", "left"), ("status", "left"), ("rows in", "right"),
                           ("scored", "right"), ("quarantined", "right"), ("seconds", "right"),
                           ("output version", "right")]:
         table.add_column(name, justify=justify)
     for p in result.partitions:
         table.add_row(
-            str(p.partition), p.status, str(p.rows_in), str(p.rows_scored), str(p.rows_quarantined),
+            escape(str(p.partition)), p.status, str(p.rows_in), str(p.rows_scored), str(p.rows_quarantined),
             f"{p.seconds:.1f}", "" if p.output_version is None else str(p.output_version),
         )
     return table

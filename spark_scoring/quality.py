@@ -34,9 +34,9 @@ def feature_checks(schema, columns: Sequence[str], targets: Sequence[object]) ->
     checks = []
     types = {f.name: f.dataType for f in schema.fields}
     for name, target in zip(columns, targets):
-        col = F.col(name)
+        col = F.col(_q(name))  # a name with dots or backticks is one column
         source = types[name]
-        quoted = name.replace("'", "\\'")
+        quoted = name  # reasons are F.lit values, not SQL text: no escaping
         bad = col.isNull()
         reason = F.when(col.isNull(), F.lit(f"{quoted} is null"))
         needs_cast = isinstance(source, StringType) and isinstance(target, NumericType)

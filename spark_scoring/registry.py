@@ -205,6 +205,13 @@ def _download(uri: str, dst: str) -> str:
     except RegistryUnavailableError:
         raise
     except Exception as exc:  # noqa: BLE001
+        if _is_connection_failure(exc):
+            import mlflow
+
+            raise RegistryUnavailableError(
+                f"could not reach the MLflow tracking server at {mlflow.get_tracking_uri()!r} to "
+                f"download {uri!r}: {exc}. Fix: check MLFLOW_TRACKING_URI and that the server is up."
+            ) from exc
         raise ModelLoadError(
             f"could not download the artifacts of {uri!r}: {type(exc).__name__}: {exc}. "
             "Fix: check the artifact store is reachable and the model files exist."

@@ -15,7 +15,7 @@ from typing import Mapping
 
 from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "DEFAULT_CONF"]
+__all__ = ["get_spark", "set_job_description", "DEFAULT_CONF"]
 
 #: Settings for the local session. Arrow is on (all our UDFs are Arrow UDFs),
 #: timestamps are UTC so ``scored_at`` means the same on every machine.
@@ -91,6 +91,13 @@ def get_spark(
         spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_SCORING_LOG_LEVEL", "WARN"))
     return spark
+
+
+def set_job_description(spark, text: str) -> None:
+    """Label the next Spark jobs in the UI; a no-op on Spark Connect (no SparkContext there)."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return
+    spark.sparkContext.setJobDescription(text)
 
 
 def _apply_runtime_conf(spark: SparkSession, conf: Mapping[str, str]) -> None:

@@ -1,108 +1,450 @@
-"""Every job run recorded as an MLflow run.
+"""Every job run recorded as an MLflow run, with score summaries and drift.
 
-Runs on: the driver.
+Runs on: the driver. The statistics come from one Spark aggregation per
+partition (see :mod:`spark_scoring.drift`); no rows are collected.
 
-A job run becomes one MLflow run in ``tracking.experiment``: the config as
-params and as an artifact, the pinned model URI(s) and version(s), the input
-table and version, and per partition (as metrics with ``step`` = partition
-index): rows in, rows scored, rows quarantined, seconds, rows/s. Tags link the
-run to each model version (``spark_scoring.model.<name>`` = version), so the
-registry's model page leads to every table it scored.
+A job run becomes one MLflow run in ``tracking.experiment``, and its id *is*
+the job's run id (the ``scoring_run_id`` column and the audit table's
+``run_id``), so any output row leads to its MLflow run. The run holds:
+
+- params: model URI(s), input table and version, output table and mode, the
+  engine and drift settings; the config as ``config.json``;
+- tags: ``spark_scoring.model.<name>`` = version(s) for each model,
+  ``spark_scoring.input_table`` / ``output_table`` / ``job_key`` / ``run_id``,
+  ``spark_scoring.drift`` (``ok``, ``warn``, ``fail`` or ``not_checked``);
+- metrics per partition (``step`` = the partition's index in the run, see
+  ``partitions.json``): ``rows_in``, ``rows_scored``, ``rows_quarantined``,
+  ``seconds``, ``rows_per_second``; for each numeric output column
+  ``score/<col>/{mean,std,p01,p25,p50,p75,p99}``; ``psi/<col>`` for each score
+  and feature column and ``drift/max_psi``; totals ``total_rows_*`` at the end;
+- artifacts: ``plots/score_distribution_<partition>.png`` per partition,
+  ``partition_stats.json``, ``partitions.json`` and ``drift/drift_report.{json,png,html}``.
+
+The summary of a partition is computed from the committed output partition
+(the output table read at the version of that partition's commit), in one
+Spark job. Drift compares it with a reference partition of the output table:
+``drift.reference: previous`` (the input partition before it, in the job's
+partition order) or a given partition value. A PSI above ``drift.threshold``
+is printed as a warning, or, with ``drift.on_drift: fail``, returned by
+:meth:`RunTracker.partition` as a :class:`~spark_scoring.errors.DriftError`
+that the job raises after the partition is committed and audited.
+
+Each model version scored also gets registry tags
+(``spark_scoring.last_scored_table``, ``last_run_id``, ``last_scored_partitions``,
+``last_scored_at``), so the registry's model page leads to what it scored.
+
+MLflow failures are logged, never fatal; drift with ``on_drift: fail`` is
+checked even when MLflow tracking is off or unreachable.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
+import time
 from typing import Any
+
+from .errors import DriftError
+from .session import set_job_description
 
 __all__ = ["RunTracker"]
 
 log = logging.getLogger(__name__)
 
+_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. /:]")
+
+
+def _metric_key(*parts: str) -> str:
+    return "/".join(_METRIC_NAME.sub("_", p) for p in parts)
+
+
+def _file_part(text: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "all" if text is None else str(text)).strip("_") or "blank"
+
 
 class RunTracker:
-    """Driver: one MLflow run per job run. Tracking failures are logged, never fatal."""
+    """Driver: one MLflow run per job run, plus per-partition statistics and drift."""
 
-    def __init__(self, run, mlflow_run_id: str, experiment_id: str):
+    def __init__(self, run, mlflow_run_id: str | None, experiment_id: str | None):
         self.run = run
+        self.cfg = run.cfg
         self.mlflow_run_id = mlflow_run_id
         self.experiment_id = experiment_id
         self.step = 0
+        self.records: list[dict] = []  # one per tracked partition: partition_stats.json
+        self._profiles: dict[str | None, dict] = {}  # partition text -> edges, counts, quantiles
+        self._input_partitions: dict[str | None, Any] | None = None
+        self._workdir = tempfile.mkdtemp(prefix="spark_scoring_tracking_")
 
+    # ------------------------------------------------------------------ start
     @classmethod
     def start(cls, run) -> "RunTracker | None":
-        import mlflow
+        """Create the MLflow run (when ``tracking.enabled``); ``None`` if there is nothing to track."""
+        cfg = run.cfg
+        mlflow_run_id = exp_id = None
+        if cfg.tracking.enabled:
+            try:
+                mlflow_run_id, exp_id = cls._create_run(run)
+            except Exception as exc:  # noqa: BLE001 - tracking must not kill a scoring job
+                log.warning("MLflow tracking disabled for this run: %s: %s", type(exc).__name__, exc)
+        if mlflow_run_id is None and not cfg.drift.enabled:
+            return None
+        return cls(run, mlflow_run_id, exp_id)
+
+    @staticmethod
+    def _create_run(run) -> tuple[str, str]:
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         cfg = run.cfg
-        try:
-            client = MlflowClient()
-            exp = client.get_experiment_by_name(cfg.tracking.experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
-            tags = {
-                "spark_scoring.run_id": run.run_id,
-                "spark_scoring.job_key": run.job_key,
-                "spark_scoring.input_table": run.input_ref.name,
-                "spark_scoring.output_table": run.output_ref.name,
-                "mlflow.runName": f"score {run.output_ref.name.rsplit('/', 1)[-1]} {run.run_id[:8]}",
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        tags = {
+            "spark_scoring.job_key": run.job_key,
+            "spark_scoring.input_table": run.input_ref.name,
+            "spark_scoring.output_table": run.output_ref.name,
+            "spark_scoring.audit_table": run.audit_table,
+        }
+        versions: dict[str, list[str]] = {}
+        for p in run.plans:  # champion and challenger may be two versions of one model
+            versions.setdefault(p.model.display_name, []).append(str(p.model.version))
+        for name, numbers in versions.items():
+            tags[f"spark_scoring.model.{name}"] = ",".join(dict.fromkeys(numbers))
+        mrun = client.create_run(exp_id, tags=tags)
+        run_id = mrun.info.run_id
+        # the job adopts this id (job._start_tracking): output rows, audit rows, MLflow run
+        client.set_tag(run_id, "spark_scoring.run_id", run_id)
+        client.set_tag(run_id, "mlflow.runName", f"score {run.output_ref.name.rsplit('/', 1)[-1]} {run_id[:8]}")
+        params = {
+            "models": ",".join(p.model.uri for p in run.plans),
+            "model_source_uris": ",".join(p.model.source_uri for p in run.plans),
+            "output_columns": ",".join(p.output_column for p in run.plans),
+            "input_table": run.input_ref.name,
+            "input_version": run.input_version,
+            "output_table": run.output_ref.name,
+            "output_mode": cfg.output.mode,
+            "bad_rows": cfg.bad_rows,
+            "partition_by": cfg.input.partition_by,
+            "input_mode": cfg.input.mode,
+            "batch_size": cfg.engine.batch_size,
+            "device": cfg.engine.device,
+            "drift_enabled": cfg.drift.enabled,
+            "drift_reference": cfg.drift.reference,
+            "drift_threshold": cfg.drift.threshold,
+            "drift_on_drift": cfg.drift.on_drift,
+            "drift_bins": cfg.drift.bins,
+        }
+        client.log_batch(run_id, params=[Param(k, "" if v is None else str(v)[:6000]) for k, v in params.items()])
+        client.log_text(run_id, json.dumps(cfg.model_dump(mode="json"), indent=2), "config.json")
+        return run_id, exp_id
+
+    # -------------------------------------------------------------- partition
+    def partition(self, result, value: Any = None) -> DriftError | None:
+        """After a partition's commit and audit row: metrics, summary, plot, drift.
+
+        Returns the :class:`DriftError` to raise when drift crossed the threshold
+        under ``on_drift: fail``; ``None`` otherwise (warnings are printed).
+        """
+        step = self.step
+        self.step += 1
+        record = None
+        if result.status in ("scored", "recovered"):
+            try:
+                record = self._partition_record(result, value, step)
+            except Exception as exc:  # noqa: BLE001 - statistics must not kill a scoring job
+                log.warning("score summary / drift of partition %s failed: %s: %s",
+                            result.partition, type(exc).__name__, exc)
+        if record is not None:
+            self.records.append(record)
+        if self.mlflow_run_id:
+            try:
+                self._log_partition(result, record, step)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("MLflow tracking of partition %s failed: %s", result.partition, exc)
+        return self._drift_outcome(record)
+
+    def _partition_record(self, result, value: Any, step: int) -> dict:
+        from .delta_io import partition_predicate
+        from .drift import partition_stats, psi_from_counts
+
+        cfg, spark, run = self.cfg, self.run.spark, self.run
+        column = cfg.input.partition_by
+        out = run.output_ref.read(spark, result.output_version)
+        scores, features = self._columns(out.schema)
+        part = out if column is None else out.where(partition_predicate(column, value))
+        reference, ref_profile, note = None, None, ""
+        if cfg.drift.enabled:
+            reference, ref_profile, note = self._reference(result.partition, scores + features)
+        ref_edges = {c: ref_profile["edges"][c] for c in (ref_profile or {}).get("edges", {})}
+        set_job_description(
+            spark, f"spark_scoring {run.output_ref.name}: {column}={result.partition} (summary+drift)")
+        stats = partition_stats(part, scores, scores + features, cfg.drift.bins, ref_edges)
+        self._profiles[result.partition] = {"edges": stats["edges"], "quantiles": stats["quantiles"]}
+        psi = {}
+        for c, counts in stats["counts"].items():
+            ref_counts = ref_profile["counts"].get(c)
+            if ref_counts and sum(ref_counts) and sum(counts):
+                psi[c] = psi_from_counts(ref_counts, counts)
+        if ref_profile is not None and not psi:
+            note = note or "no rows to compare"
+        flagged = sorted((c for c, v in psi.items() if v > cfg.drift.threshold), key=lambda c: -psi[c])
+        status = "not_checked" if not cfg.drift.enabled else ("no_reference" if not psi else "ok")
+        if flagged:
+            status = "fail" if cfg.drift.on_drift == "fail" else "warn"
+        return {
+            "step": step,
+            "partition": result.partition,
+            "partition_column": column,
+            "status": result.status,
+            "output_version": result.output_version,
+            "rows_in": result.rows_in,
+            "rows_scored": result.rows_scored,
+            "rows_quarantined": result.rows_quarantined,
+            "seconds": result.seconds,
+            "score_columns": scores,
+            "feature_columns": features,
+            "summary": stats["summary"],
+            "quantiles": stats["quantiles"],
+            "reference": reference,
+            "reference_quantiles": (ref_profile or {}).get("quantiles", {}),
+            "psi": psi,
+            "threshold": cfg.drift.threshold,
+            "flagged": flagged,
+            "drift": status,
+            "note": note,
+        }
+
+    def _columns(self, schema) -> tuple[list[str], list[str]]:
+        """(numeric score columns, numeric feature columns) present in the output."""
+        from pyspark.sql.types import NumericType, StringType, StructType
+
+        types = {f.name: f.dataType for f in schema.fields}
+        scores: list[str] = []
+        for p in self.run.plans:
+            t = types.get(p.output_column)
+            if isinstance(t, NumericType):
+                scores.append(p.output_column)
+            elif isinstance(t, StructType):
+                scores += [f"{p.output_column}.{f.name}" for f in t.fields
+                           if isinstance(f.dataType, NumericType) and p.output_column + "." + f.name not in types]
+        features: list[str] = []
+        for p in self.run.plans:
+            for c, target in zip(p.columns, p.spark_types):
+                t = types.get(c)
+                numeric = isinstance(t, NumericType) or (isinstance(t, StringType) and isinstance(target, NumericType))
+                if numeric and c not in features and c not in scores:
+                    features.append(c)
+        return scores, features
+
+    def _reference(self, current: str | None, columns: list[str]) -> tuple[str | None, dict | None, str]:
+        """(reference partition, its profile {edges, counts, quantiles}, a note when there is none)."""
+        cfg = self.cfg
+        column = cfg.input.partition_by
+        if column is None:
+            return None, None, "the input is not partitioned: nothing to compare with"
+        values = self._partitions()
+        if cfg.drift.reference == "previous":
+            earlier = sorted(t for t in values if t is not None and current is not None and t < current)
+            if not earlier:
+                return None, None, f"no input partition before {column}={current!r}"
+            ref = earlier[-1]
+        else:
+            ref = cfg.drift.reference
+            if ref == current:
+                return ref, None, "this partition is the reference"
+        profile = self._profile(ref, values.get(ref, ref), columns)
+        if profile is None:
+            return ref, None, f"reference {column}={ref!r} has no scored rows in {self.run.output_ref.name}"
+        return ref, profile, ""
+
+    def _partitions(self) -> dict[str | None, Any]:
+        """``{partition text: value}`` of the pinned input snapshot (one Spark job per run)."""
+        if self._input_partitions is None:
+            from .delta_io import partition_counts
+            from .job import _partition_text
+
+            values = partition_counts(self.run.snapshot, self.cfg.input.partition_by)
+            self._input_partitions = {_partition_text(v): v for v in values}
+        return self._input_partitions
+
+    def _profile(self, text: str, value: Any, columns: list[str]) -> dict | None:
+        """The reference partition's bin edges and counts, read from the output table's latest version."""
+        from .delta_io import partition_predicate
+        from .drift import PLOT_QUANTILES, column_quantiles, histograms
+
+        cached = self._profiles.get(text)
+        if cached is not None and "counts" in cached:
+            return cached
+        spark, column = self.run.spark, self.cfg.input.partition_by
+        out = self.run.output_ref.read(spark)
+        present = [c for c in columns if c in out.columns or c.split(".", 1)[0] in out.columns]
+        ref = out.where(partition_predicate(column, value))
+        set_job_description(spark, f"spark_scoring {self.run.output_ref.name}: reference {column}={text}")
+        if cached is None:
+            bins = self.cfg.drift.bins
+            levels = sorted(set(PLOT_QUANTILES) | {k / bins for k in range(1, bins)})
+            found = column_quantiles(ref, present, levels)
+            if all(q is None for q in found.values()):
+                return None
+            wanted = [levels.index(k / bins) for k in range(1, bins)]
+            cached = {
+                "edges": {c: sorted(set(q[i] for i in wanted)) for c, q in found.items() if q is not None},
+                "quantiles": {c: [q[levels.index(x)] for x in PLOT_QUANTILES] for c, q in found.items()
+                              if q is not None},
             }
-            for p in run.plans:
-                tags[f"spark_scoring.model.{p.model.display_name}"] = str(p.model.version)
-            mrun = client.create_run(exp_id, tags=tags)
-            tracker = cls(run, mrun.info.run_id, exp_id)
-            params = {
-                "models": ",".join(p.model.uri for p in run.plans),
-                "model_source_uris": ",".join(p.model.source_uri for p in run.plans),
-                "input_table": run.input_ref.name,
-                "input_version": run.input_version,
-                "output_table": run.output_ref.name,
-                "output_mode": cfg.output.mode,
-                "bad_rows": cfg.bad_rows,
-                "partition_by": cfg.input.partition_by,
-                "input_mode": cfg.input.mode,
-                "batch_size": cfg.engine.batch_size,
-                "device": cfg.engine.device,
-            }
-            for key, value in params.items():
-                client.log_param(mrun.info.run_id, key, "" if value is None else str(value)[:6000])
-            client.log_text(mrun.info.run_id, json.dumps(cfg.model_dump(mode="json"), indent=2), "config.json")
-            return tracker
-        except Exception as exc:  # noqa: BLE001 - tracking must not kill a scoring job
-            log.warning("MLflow tracking disabled for this run: %s: %s", type(exc).__name__, exc)
+        edges = {c: e for c, e in cached["edges"].items() if c in present}
+        cached = {**cached, "edges": edges, "counts": histograms(ref, edges)}
+        if not any(sum(v) for v in cached["counts"].values()):
             return None
+        self._profiles[text] = cached
+        return cached
 
-    def partition(self, result, value: Any = None) -> None:
+    def _drift_outcome(self, record: dict | None) -> DriftError | None:
+        if not record or not record["flagged"]:
+            return None
+        column = record["partition_column"]
+        worst = record["flagged"][0]
+        also = [f"{c} {record['psi'][c]:.3f}" for c in record["flagged"][1:]]
+        where = f"partition {column}={record['partition']!r}"
+        kind = "score" if worst in record["score_columns"] else "feature"
+        text = (f"drift in {where} against reference {column}={record['reference']!r}: PSI of {kind} column "
+                f"{worst!r} = {record['psi'][worst]:.3f} > threshold {record['threshold']:g}"
+                + (f" (also above: {', '.join(also)})" if also else ""))
+        if record["drift"] == "warn":
+            self.run.reporter.print(f"[yellow]drift warning[/yellow]: {text}")
+            log.warning("%s", text)
+            return None
+        version = record["output_version"]
+        return DriftError(
+            f"{text}. The partition is committed (output version {version}) and audited. Fix: check "
+            "the input and the model; to accept the change, rerun with --set drift.on_drift=warn or a "
+            "higher drift.threshold."
+        )
+
+    def _log_partition(self, result, record: dict | None, step: int) -> None:
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        try:
-            client = MlflowClient()
-            rate = result.rows_scored / result.seconds if result.seconds > 0 else 0.0
-            metrics = {
-                "rows_in": result.rows_in,
-                "rows_scored": result.rows_scored,
-                "rows_quarantined": result.rows_quarantined,
-                "seconds": result.seconds,
-                "rows_per_second": rate,
-            }
-            for key, v in metrics.items():
-                client.log_metric(self.mlflow_run_id, key, float(v), step=self.step)
-            self.step += 1
-        except Exception as exc:  # noqa: BLE001
-            log.warning("MLflow tracking of partition %s failed: %s", result.partition, exc)
+        client = MlflowClient()
+        now = int(time.time() * 1000)
+        rate = result.rows_scored / result.seconds if result.seconds > 0 else 0.0
+        values = {
+            "rows_in": result.rows_in,
+            "rows_scored": result.rows_scored,
+            "rows_quarantined": result.rows_quarantined,
+            "seconds": result.seconds,
+            "rows_per_second": rate,
+        }
+        if record is not None:
+            for col, summary in record["summary"].items():
+                for key in ("mean", "std", "p01", "p25", "p50", "p75", "p99"):
+                    if summary.get(key) is not None:
+                        values[_metric_key("score", col, key)] = summary[key]
+            for col, v in record["psi"].items():
+                values[_metric_key("psi", col)] = v
+            if record["psi"]:
+                values["drift/max_psi"] = max(record["psi"].values())
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(self.mlflow_run_id, metrics=metrics[i:i + 900])
+        if record is not None and record["quantiles"]:
+            from .report import distribution_figure, save_png
 
+            name = f"score_distribution_{_file_part(result.partition)}.png"
+            path = os.path.join(self._workdir, "plots", name)
+            series = {f"{c} ({record['partition_column'] or 'table'}={record['partition']})": q
+                      for c, q in record["quantiles"].items() if q}
+            for c, q in record["reference_quantiles"].items():
+                if c in record["quantiles"] and q:
+                    series[f"{c} (reference {record['reference']})"] = q
+            save_png(distribution_figure(f"score distribution, partition {record['partition']}", series), path)
+            client.log_artifact(self.mlflow_run_id, path, "plots")
+
+    # ----------------------------------------------------------------- finish
     def finish(self, job_result, failed: bool) -> None:
-        from mlflow.tracking import MlflowClient
-
+        """Write the run's artifacts, tag the model versions, end the MLflow run."""
         try:
-            client = MlflowClient()
-            rows = [
-                {k: getattr(p, k) for k in ("partition", "status", "rows_in", "rows_scored",
-                                            "rows_quarantined", "seconds", "output_version", "message")}
-                for p in job_result.partitions
-            ]
-            client.log_text(self.mlflow_run_id, json.dumps(rows, indent=2, default=str), "partitions.json")
-            for key in ("rows_in", "rows_scored", "rows_quarantined"):
-                client.log_metric(self.mlflow_run_id, f"total_{key}", float(getattr(job_result, key)))
-            client.set_terminated(self.mlflow_run_id, "FAILED" if failed else "FINISHED")
+            if self.mlflow_run_id:
+                self._finish_mlflow(job_result, failed)
         except Exception as exc:  # noqa: BLE001
             log.warning("MLflow tracking could not finish run %s: %s", self.mlflow_run_id, exc)
+        finally:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _finish_mlflow(self, job_result, failed: bool) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from .report import drift_figure, drift_html, save_png
+
+        client, run_id = MlflowClient(), self.mlflow_run_id
+        rows = [
+            {k: getattr(p, k) for k in ("partition", "status", "rows_in", "rows_scored",
+                                        "rows_quarantined", "seconds", "output_version", "message")}
+            for p in job_result.partitions
+        ]
+        client.log_text(run_id, json.dumps(rows, indent=2, default=str), "partitions.json")
+        client.log_text(run_id, json.dumps(self.records, indent=2, default=str), "partition_stats.json")
+        for key in ("rows_in", "rows_scored", "rows_quarantined"):
+            client.log_metric(run_id, f"total_{key}", float(getattr(job_result, key)))
+        drift = self.drift_report()
+        client.set_tag(run_id, "spark_scoring.drift", drift["status"])
+        if self.cfg.drift.enabled and self.records:
+            folder = os.path.join(self._workdir, "drift")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "drift_report.json"), "w", encoding="utf-8") as fh:
+                json.dump(drift, fh, indent=2, default=str)
+            with open(os.path.join(folder, "drift_report.html"), "w", encoding="utf-8") as fh:
+                fh.write(drift_html(drift))
+            figure = drift_figure(drift)
+            if figure is not None:
+                save_png(figure, os.path.join(folder, "drift_report.png"))
+            client.log_artifacts(run_id, folder, "drift")
+        self._tag_model_versions(client, job_result)
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def drift_report(self) -> dict:
+        """The run's drift findings: settings, overall status, and per partition the PSI of each column."""
+        cfg = self.cfg.drift
+        parts = [
+            {k: r[k] for k in ("partition", "reference", "psi", "flagged", "drift", "note", "score_columns",
+                               "feature_columns")}
+            for r in self.records
+        ]
+        states = {p["drift"] for p in parts}
+        status = next((s for s in ("fail", "warn", "ok") if s in states), "not_checked")
+        return {
+            "run_id": self.mlflow_run_id,
+            "partition_column": self.cfg.input.partition_by,
+            "reference": cfg.reference,
+            "threshold": cfg.threshold,
+            "on_drift": cfg.on_drift,
+            "bins": cfg.bins,
+            "status": status if cfg.enabled else "not_checked",
+            "partitions": parts,
+        }
+
+    def _tag_model_versions(self, client, job_result) -> None:
+        done = [p.partition for p in job_result.partitions if p.status in ("scored", "recovered")]
+        if not done:
+            return
+        shown = ",".join(str(p) for p in done)
+        tags = {
+            "spark_scoring.last_scored_table": self.run.output_ref.name,
+            "spark_scoring.last_run_id": self.mlflow_run_id,
+            "spark_scoring.last_experiment_id": self.experiment_id,
+            "spark_scoring.last_scored_partitions": shown if len(shown) <= 4000 else shown[:3997] + "...",
+            "spark_scoring.last_scored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        for p in self.run.plans:
+            if not (p.model.name and p.model.version):
+                continue  # runs:/ and path models have no registry version to tag
+            try:
+                for key, value in tags.items():
+                    client.set_model_version_tag(p.model.name, str(p.model.version), key, str(value))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not tag model version %s/%s: %s", p.model.name, p.model.version, exc)

@@ -44,6 +44,28 @@ DIAGNOSTICS_TYPE = pa.struct(
 )
 
 
+#: Test-only fault injection, off unless a test sets this Spark local property on
+#: the driver (``sc.setLocalProperty``): ``raise`` / ``exit`` make attempt 0 of
+#: each scoring task raise / kill its Python worker after reading its first batch
+#: (``raise_always`` / ``exit_always``: every attempt). tests/reliability use it to
+#: prove retried tasks give correct output with no duplicate rows.
+TEST_FAULT_PROPERTY = "spark_scoring.test.fault"
+
+
+def _test_fault() -> None:
+    """Executor: apply :data:`TEST_FAULT_PROPERTY` to the current task, if set."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    mode = ctx.getLocalProperty(TEST_FAULT_PROPERTY) if ctx is not None else None
+    if not mode or (not mode.endswith("_always") and ctx.attemptNumber() != 0):
+        return
+    where = f"partition {ctx.partitionId()} attempt {ctx.attemptNumber()}"
+    if mode.startswith("exit"):
+        os._exit(86)
+    raise RuntimeError(f"spark_scoring test fault ({mode}) in {where}")
+
+
 def _model_input_spec(model: ScoringModel, features: Sequence[str] | None) -> tuple[list[str], InputSpec, str]:
     """Driver: (input column names, the model's InputSpec, runner kind) for ``model``."""
     spec = model.inputs
@@ -143,7 +165,9 @@ def _score_iterator(spec: _TaskSpec, batches: Iterator) -> Iterator[pa.Array]:
     )
 
     def as_tuples(it):
-        for item in it:
+        for i, item in enumerate(it):
+            if i == 0:
+                _test_fault()
             yield (item,) if isinstance(item, pa.Array) else item
 
     diag = None

@@ -1,0 +1,115 @@
+"""PSI: the formula against hand-computed values, and the Spark aggregations against numpy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from spark_scoring.drift import (
+    EPSILON,
+    PLOT_QUANTILES,
+    bin_counts,
+    column_quantiles,
+    compare_scores,
+    histograms,
+    partition_stats,
+    psi,
+    psi_from_counts,
+    quantile_edges,
+)
+
+
+# ------------------------------------------------------------------ numpy PSI
+def test_psi_matches_a_hand_computed_value():
+    # expected 0..99, 4 quantile bins: edges 24.75, 49.5, 74.25, so 25% per bin.
+    # actual: 40% / 30% / 20% / 10% of its rows in those bins.
+    # PSI = .15 ln(.40/.25) + .05 ln(.30/.25) - .05 ln(.20/.25) - .15 ln(.10/.25)
+    #     = .15(.470004) + .05(.182322) - .05(-.223144) - .15(-.916291)
+    #     = .0705006 + .0091161 + .0111572 + .1374436 = .2282175
+    expected = list(range(100))
+    actual = [10] * 40 + [30] * 30 + [60] * 20 + [90] * 10
+    assert list(quantile_edges(expected, 4)) == [24.75, 49.5, 74.25]
+    assert psi(expected, actual, bins=4) == pytest.approx(0.2282175, abs=1e-6)
+
+
+def test_psi_floors_empty_bins_at_epsilon():
+    # expected [1, 2, 3, 4], 2 bins: edge 2.5, 50% / 50%; actual all in bin 2, so bin 1 is empty
+    # and its fraction is floored at 1e-4:
+    # PSI = (1e-4 - .5) ln(1e-4 / .5) + (1 - .5) ln(1 / .5) = 4.257744 + .346574 = 4.604318
+    assert EPSILON == 1e-4
+    assert psi([1, 2, 3, 4], [10, 10, 10, 10], bins=2) == pytest.approx(4.604318, abs=1e-6)
+    assert math.isfinite(psi([1, 2, 3, 4], [-5] * 3, bins=2))
+
+
+def test_psi_of_a_sample_with_itself_is_zero_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=5000)
+    assert psi(base, base) == 0.0
+    small, large = psi(base, base + 0.1), psi(base, base + 1.0)
+    assert 0 < small < 0.1 < 0.25 < large
+
+
+def test_bins_follow_searchsorted_right_and_ties_merge_edges():
+    assert list(bin_counts([0, 1, 1.5, 2, 9], [1, 2])) == [1, 2, 2]  # x == edge goes to the upper bin
+    assert list(quantile_edges([1, 1, 1, 1, 2], 4)) == [1.0]  # repeated quantiles: one edge
+    assert list(bin_counts([float("nan"), None, 3], [1])) == [0, 1]  # NaN and None are ignored
+
+
+def test_psi_rejects_what_it_cannot_compare():
+    with pytest.raises(ValueError, match="no finite values"):
+        psi([float("nan")], [1.0])
+    with pytest.raises(ValueError, match=r"equal length, got \(2,\) and \(3,\)"):
+        psi_from_counts([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="at least one row"):
+        psi_from_counts([0, 0], [1, 2])
+
+
+# ------------------------------------------------------------ Spark helpers
+@pytest.fixture(scope="module")
+def frame(spark):
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=400)
+    b = a * 0.8 + rng.normal(scale=0.3, size=400)
+    rows = [(float(x), float(y), (float(x),)) for x, y in zip(a, b)]
+    rows.append((float("nan"), None, (None,)))
+    df = spark.createDataFrame(rows, "a double, b double, s struct<score: double>")
+    return df, a, b
+
+
+def test_histograms_match_numpy_in_one_job(frame):
+    df, a, b = frame
+    edges = {"a": list(quantile_edges(a, 10)), "b": [-1.0, 0.0, 1.0]}
+    counts = histograms(df, edges)
+    assert counts["a"] == list(bin_counts(a, edges["a"]))
+    assert counts["b"] == list(bin_counts(b, edges["b"]))
+    assert psi_from_counts(counts["a"], histograms(df, {"b": edges["a"]})["b"]) == pytest.approx(
+        psi(a, b, bins=10), abs=0.02)  # Spark edges come from the same numpy edges here
+
+
+def test_partition_stats_summarises_scores_and_profiles_columns(frame):
+    df, a, b = frame
+    ref_edges = {"a": list(quantile_edges(a, 4))}
+    stats = partition_stats(df, ["a", "s.score"], ["a", "b"], bins=4, reference_edges=ref_edges)
+    s = stats["summary"]["a"]
+    assert s["count"] == 400  # the NaN row is not counted
+    assert s["mean"] == pytest.approx(a.mean())
+    assert s["std"] == pytest.approx(a.std(ddof=1))
+    assert s["p50"] == pytest.approx(np.quantile(a, 0.5), abs=0.02)
+    assert s["p01"] < s["p25"] < s["p50"] < s["p75"] < s["p99"]
+    assert stats["summary"]["s.score"]["mean"] == pytest.approx(a.mean())  # a struct field
+    assert len(stats["quantiles"]["a"]) == len(PLOT_QUANTILES)
+    assert len(stats["edges"]["b"]) == 3  # inner edges of 4 bins, for a later reference
+    assert stats["counts"]["a"] == [100, 100, 100, 100]
+
+
+def test_column_quantiles_and_compare_scores(frame):
+    df, a, b = frame
+    q = column_quantiles(df, ["a"], [0.0, 0.5, 1.0])["a"]
+    assert q[0] == pytest.approx(a.min()) and q[2] == pytest.approx(a.max())
+    stats = compare_scores(df, "a", "b", threshold=0.0, bins=10)
+    assert stats["rows"] == 400
+    assert stats["correlation"] == pytest.approx(np.corrcoef(a, b)[0, 1])
+    assert stats["agreement"] == pytest.approx(np.mean((a >= 0) == (b >= 0)))
+    assert stats["mean_abs_diff"] == pytest.approx(np.abs(a - b).mean())
+    assert stats["psi"] == pytest.approx(psi(a, b, bins=10), abs=0.02)
