@@ -22,14 +22,27 @@ from .errors import (
     ScoringError,
     WriteConflictError,
 )
-from .registry import ScoringModel, load_model
-from .session import get_spark
-from .udf import ScoringUDF, score, scoring_udf
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # the job layer imports more; load it on first use
+# Spark-facing names load on first use, so executor-side modules
+# (spark_scoring.predictor, model_cache, device, loading) import without pyspark.
+_LAZY = {
+    "get_spark": "session",
+    "load_model": "registry",
+    "ScoringModel": "registry",
+    "scoring_udf": "udf",
+    "score": "udf",
+    "ScoringUDF": "udf",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in ("run_job", "JobResult"):
         from . import job
 

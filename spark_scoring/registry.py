@@ -273,7 +273,7 @@ def load_model(uri: str | ScoringModel, *, validate: bool = True, dst: str | Non
             )
         pinned = os.path.abspath(local) if "://" not in local else path
 
-    local_path = _download(pinned, dst or tempfile.mkdtemp(prefix="spark_scoring_model_"))
+    local_path = _local_copy(parts["kind"], pinned, dst)
     try:
         mlmodel = Model.load(os.path.join(local_path, "MLmodel"))
     except Exception as exc:  # noqa: BLE001
@@ -300,7 +300,7 @@ def load_model(uri: str | ScoringModel, *, validate: bool = True, dst: str | Non
         predict_method=predict_method,
         flavor_conf=dict(mlmodel.flavors.get(flavor) or {}),
     )
-    if validate:
+    if validate and (pinned, local_path) not in _validated:
         from .loading import load_native
 
         try:
@@ -311,5 +311,29 @@ def load_model(uri: str | ScoringModel, *, validate: bool = True, dst: str | Non
                 f"{type(exc).__name__}: {exc}. Fix: re-log the model; the artifacts look corrupt "
                 "or need packages that are not installed."
             ) from exc
+        _validated.add((pinned, local_path))
     log.info("resolved %s -> %s (flavor %s)", uri, pinned, flavor)
     return scoring_model
+
+
+#: Driver-process caches: a model version's artifacts never change, so one
+#: download (and one validating load) per pinned URI and registry is enough,
+#: however many UDFs or partitions use it.
+_downloads: dict[tuple[str, str], str] = {}
+_validated: set[tuple[str, str]] = set()
+
+
+def _local_copy(kind: str, pinned: str, dst: str | None) -> str:
+    """A local folder with the artifacts of ``pinned``: downloaded once per process."""
+    if kind == "path" and "://" not in pinned:
+        return pinned  # already a local folder: read it in place
+    import mlflow
+
+    key = (mlflow.get_registry_uri() if kind == "registry" else mlflow.get_tracking_uri(), pinned)
+    cached = _downloads.get(key)
+    if dst is None and cached and Path(cached, "MLmodel").exists():
+        return cached
+    local = _download(pinned, dst or tempfile.mkdtemp(prefix="spark_scoring_model_"))
+    if dst is None:
+        _downloads[key] = local
+    return local

@@ -495,11 +495,6 @@ def test_this_file_imports_no_spark():
     assert "py" + "spark" not in imported
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spark_scoring/__init__.py imports .session (pyspark.sql) eagerly; make get_spark "
-    "lazy there (like run_job) and this passes",
-)
 def test_predictor_imports_without_pyspark():
     code = (
         "import sys\n"
