@@ -18,6 +18,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("SPARK_SCORING_LOG_LEVEL", "ERROR")
+# Anything a test logs to MLflow without the `registry` fixture lands in a temp
+# folder, never in ./mlruns of the checkout.
+if "MLFLOW_TRACKING_URI" not in os.environ:
+    import tempfile
+
+    os.environ["MLFLOW_TRACKING_URI"] = (Path(tempfile.mkdtemp(prefix="spark_scoring_mlruns_")) / "mlruns").as_uri()
 
 
 @pytest.fixture(scope="session")
