@@ -554,7 +554,17 @@ def run_job(
                 res = PartitionResult(text, "failed", n, message=f"{type(exc).__name__}: {exc}"[:4000])
                 failure = ScoringError(_spark_error_text(exc, cfg.input.partition_by, text))
                 failure.__cause__ = exc
-            run.audit(res, started_at)
+            try:
+                run.audit(res, started_at)
+            except Exception as exc:  # noqa: BLE001 - never mask the partition's own error
+                line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:1000]
+                note = (f"could not write the audit row of partition {cfg.input.partition_by}={text!r} "
+                        f"({res.status}) to {run.audit_table!r}: {line}")
+                if failure is None:
+                    failure = ScoringError(note)
+                    failure.__cause__ = exc
+                else:
+                    failure.args = (f"{failure.args[0] if failure.args else failure}\nAlso {note}",)
             if _test_hook:
                 _test_hook("after_audit", text)
             if tracker is not None:

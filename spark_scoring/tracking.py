@@ -183,7 +183,8 @@ class RunTracker:
         ref_edges = {c: ref_profile["edges"][c] for c in (ref_profile or {}).get("edges", {})}
         set_job_description(
             spark, f"spark_scoring {run.output_ref.name}: {column}={result.partition} (summary+drift)")
-        stats = partition_stats(part, scores, scores + features, cfg.drift.bins, ref_edges)
+        profiled = scores + features if cfg.drift.enabled else []  # edges for later partitions' PSI
+        stats = partition_stats(part, scores, profiled, cfg.drift.bins, ref_edges)
         self._profiles[result.partition] = {"edges": stats["edges"], "quantiles": stats["quantiles"]}
         psi = {}
         for c, counts in stats["counts"].items():
@@ -309,7 +310,9 @@ class RunTracker:
             return None
         column = record["partition_column"]
         worst = record["flagged"][0]
-        also = [f"{c} {record['psi'][c]:.3f}" for c in record["flagged"][1:]]
+        also = [f"{c} {record['psi'][c]:.3f}" for c in record["flagged"][1:6]]
+        if len(record["flagged"]) > 6:
+            also.append(f"{len(record['flagged']) - 6} more")
         where = f"partition {column}={record['partition']!r}"
         kind = "score" if worst in record["score_columns"] else "feature"
         text = (f"drift in {where} against reference {column}={record['reference']!r}: PSI of {kind} column "

@@ -89,6 +89,7 @@ def test_quote_table_name_quotes_each_part():
     (float("-inf"), "CAST('-Infinity' AS DOUBLE)"),
     (dt.date(2026, 11, 27), "DATE'2026-11-27'"),
     (dt.datetime(2026, 11, 27, 8, 30, 1), "TIMESTAMP'2026-11-27 08:30:01'"),
+    (dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.timezone.utc), "TIMESTAMP'2026-11-27 08:30:00+00:00'"),
     ("2026-11-27", "'2026-11-27'"), ("it's", r"'it\'s'"), ("a\\b", r"'a\\b'"),
     ("l1\nl2\r\t", r"'l1\nl2\r\t'"), ("\x00" + "12", r"'\u000012'"),
 ])
@@ -144,6 +145,9 @@ def test_hostile_values_as_replace_where(spark, tmp_table):
     expected += [(100 + i, v, 1.0) for i, v in enumerate(values[:4])] + [(4, "plain", 0.0)]
     assert rows(table, "k", "ds", "v") == sorted(expected, key=_order)
     assert partition_counts(table, "ds") == {**{v: 2 for v in values[:4]}, "plain": 1}
+    for i, value in enumerate(values):  # and as a filter on the Delta table
+        assert {r["k"] for r in table.where(partition_predicate("ds", value)).collect()} == (
+            {i, 100 + i} if value != "plain" else {4})
 
 
 # ----------------------------------------------------------------- TableRef
@@ -173,8 +177,8 @@ def test_table_ref_relative_path_is_made_absolute():
 def test_table_ref_on_a_path_table(spark, tmp_table):
     ref = TableRef.parse(tmp_table)
     assert not ref.exists(spark)
-    write(spark, [(1, "a", 1.0)], ref, "a", version=1)
-    write(spark, [(1, "a", 2.0)], ref, "a", version=2)
+    spark.createDataFrame([(1, "a", 1.0)], SCHEMA).write.format("delta").partitionBy("ds").save(tmp_table)
+    spark.createDataFrame([(1, "a", 2.0)], SCHEMA).write.format("delta").mode("overwrite").save(tmp_table)
     assert ref.exists(spark) and ref.latest_version(spark) == 1
     assert ref.partition_columns(spark) == ["ds"]
     assert rows(ref.read(spark, version=0)) == [(1, "a", 1.0)]
@@ -187,7 +191,7 @@ def test_table_ref_on_a_path_table(spark, tmp_table):
 
 def test_table_ref_on_a_metastore_table(spark, tmp_path):
     db = f"db_{uuid.uuid4().hex[:8]}"
-    spark.sql(f"CREATE DATABASE {db} LOCATION '{tmp_path}/{db}'")
+    spark.sql(f"CREATE DATABASE {db} LOCATION {sql_literal(str(tmp_path / db))}")
     ref = TableRef.parse(f"{db}.scores")
     assert not ref.exists(spark) and not ref.is_path
     assert not write(spark, [(1, "a", 1.0)], ref, "a", version=1).skipped

@@ -347,7 +347,10 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
     def hook(stage, partition):
         seen.append((stage, partition))
         if stage == "after_commit" and partition == PARTS[1]:
-            raise Killed("killed") if crash == "kill" else RuntimeError("disk on fire")
+            if crash == "kill":
+                raise Killed("killed")
+            # a class that means "nothing written" (exit 2); after a commit the run must exit 1
+            raise SchemaMismatchError("disk on fire")
 
     monkeypatch.setattr(job_mod, "_test_hook", hook)
     if crash == "kill":
@@ -355,7 +358,7 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
             run_job(cfg, spark=spark, reporter=quiet())
         assert [a["partition"] for a in audit_rows(spark, out)] == [PARTS[0]]  # no audit row for PARTS[1]
     else:
-        with pytest.raises(ScoringError, match="disk on fire") as info:
+        with pytest.raises(SchemaMismatchError, match="disk on fire") as info:
             run_job(cfg, spark=spark, reporter=quiet())
         assert info.value.exit_code == 1
         assert info.value.job_result.partitions[-1].status == "failed"
@@ -614,12 +617,14 @@ def test_changes_mode_failure_midway_does_not_lose_changes(spark, registry, tmp_
 
     def failing_write(spark_, df, ref, **kw):
         if kw["partition_value"] == PARTS[1] and ref.name == out:
-            raise RuntimeError("executor lost")
+            raise SchemaMismatchError("executor lost")  # exit 2 by class, but PARTS[0] is committed
         return real_write(spark_, df, ref, **kw)
 
     monkeypatch.setattr(job_mod, "write_partition", failing_write)
-    with pytest.raises(ScoringError, match="executor lost"):
+    with pytest.raises(ScoringError, match="executor lost") as info:
         run_job(cfg, spark=spark, reporter=quiet())
+    assert info.value.exit_code == 1
+    assert f"Committed before the failure: ['{PARTS[0]}']" in str(info.value)
     monkeypatch.setattr(job_mod, "write_partition", real_write)
 
     rerun = run_job(cfg, spark=spark, reporter=quiet())
@@ -654,7 +659,8 @@ def test_changes_mode_change_feed_error_names_the_fix(spark, registry, tmp_path,
 
 
 # ---------------------------------------------------------------- validation
-@pytest.mark.parametrize("case", ["missing_partition", "missing_input", "unknown_feature", "output_partitioned"])
+@pytest.mark.parametrize("case", ["missing_partition", "missing_input", "unknown_feature", "output_partitioned",
+                                  "quarantine_partitioned"])
 def test_validation_errors_before_any_write(spark, registry, customers, tmp_path, case):
     out = str(tmp_path / "out")
     cfg = job_config(customers, out)
@@ -667,9 +673,14 @@ def test_validation_errors_before_any_write(spark, registry, customers, tmp_path
     elif case == "unknown_feature":
         cfg = job_config(customers, out, features=[*FEATURES[:-1], "satisfactoin"])
         error, match = SchemaMismatchError, r"needs feature column\(s\) \['satisfactoin'\]"
-    else:
+    elif case == "output_partitioned":
         spark.createDataFrame([(1, "x")], "customer_id long, ds string").write.format("delta").save(out)
-        error, match = SchemaMismatchError, r"partitioned by \[\], but the input is partitioned by \['ds'\]"
+        error = SchemaMismatchError
+        match = r"output table .* partitioned by \[\], but the input is partitioned by \['ds'\]"
+    else:  # found before partitions are scored, not at the first bad row
+        quarantine = out + "_quarantine"
+        spark.createDataFrame([(1, "x")], "customer_id long, ds string").write.format("delta").save(quarantine)
+        error, match = SchemaMismatchError, r"quarantine_table .* partitioned by \[\], but the input"
     with pytest.raises(error, match=match) as info:
         run_job(cfg, partitions=partitions, spark=spark, reporter=quiet())
     assert info.value.exit_code == 2
@@ -678,7 +689,10 @@ def test_validation_errors_before_any_write(spark, registry, customers, tmp_path
     else:
         assert not table_exists(spark, out)
     assert not table_exists(spark, out + "_scoring_runs")
-    assert not table_exists(spark, out + "_quarantine")
+    if case == "quarantine_partitioned":
+        assert latest_version(spark, out + "_quarantine") == 0
+    else:
+        assert not table_exists(spark, out + "_quarantine")
 
 
 # ---------------------------------------------------------------- overhead

@@ -69,7 +69,7 @@ def test_driver_killed_at_random_moments_then_rerun_equals_uninterrupted_run(
     kills, runs, after_kill = [], 0, []
 
     # Kill 1: after a data commit, before the audit row.
-    target = rng.choice(H.PARTITIONS[1:-1])
+    target = rng.choice(H.PARTITIONS[1:4])  # early: leaves partitions for the random kills
     runs += 1
     code, log = H.run(cmd, env={**env, "REL_KILL_AFTER_COMMIT": target}, log=tmp_path / "run1.log",
                       timeout=1200)

@@ -196,7 +196,7 @@ HOSTILE_VALUES = ["' OR 1=1 --", "a`b``c", "line\nbreak", "'; DROP TABLE t; --",
 def test_injection_shaped_partition_values_and_table_names(spark, registry, tmp_path, mode):
     rows = [_row(10 * k + i, v) for k, v in enumerate(HOSTILE_VALUES) for i in range(3)]
     inp = _write(spark, rows, str(tmp_path / "in ' OR 1=1 -- `x`"))
-    out = str(tmp_path / "out ' OR 1=1 -- `y`\n")
+    out = str(tmp_path / "out ' OR 1=1 --\n`y`")
     output = {"mode": mode, "keys": ["customer_id"]} if mode == "merge" else {"mode": mode}
     result = _run(spark, H.job_config(inp, out, output=output))
     assert sorted(p.partition for p in result.partitions) == sorted(HOSTILE_VALUES)
@@ -212,21 +212,20 @@ def test_injection_shaped_partition_values_and_table_names(spark, registry, tmp_
 
 
 @pytest.mark.slow
-def test_injection_shaped_metastore_table_name(spark, registry, tmp_path):
+def test_injection_shaped_metastore_table_name_fails_clearly_and_writes_nothing(spark, registry, tmp_path):
+    """Spark's session catalog takes only [A-Za-z0-9_] table names: the job must stop
+    with a ScoringError naming the table (not a raw Spark error), and create nothing."""
+    from spark_scoring.errors import ScoringError
+
     inp = _write(spark, [_row(i, "' OR 1=1 --") for i in range(3)], str(tmp_path / "in"))
     name = f"rel_{uuid.uuid4().hex[:6]}`; DROP TABLE x; --"
-    try:
-        result = _run(spark, H.job_config(inp, name))
-        assert result.rows_scored == 3
-        from spark_scoring.delta_io import quote_table_name
-
-        assert spark.table(quote_table_name(name)).count() == 3
-        assert spark.table(quote_table_name(name + "_scoring_runs")).count() == 1
-    finally:
-        from spark_scoring.delta_io import quote_table_name
-
-        for t in (name, name + "_quarantine", name + "_scoring_runs"):
-            spark.sql(f"DROP TABLE IF EXISTS {quote_table_name(t)}")
+    before = {t.name for t in spark.catalog.listTables()}
+    with pytest.raises(ScoringError) as info:
+        _run(spark, H.job_config(inp, name))
+    message = str(info.value)
+    assert info.value.exit_code == 1 and name.lower() in message.lower(), message
+    assert "could not write the audit row" in message and "Committed before the failure: nothing" in message
+    assert {t.name for t in spark.catalog.listTables()} == before
 
 
 @pytest.mark.parametrize("text, words", [

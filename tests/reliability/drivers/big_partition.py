@@ -87,6 +87,9 @@ def main() -> int:
         "peak_heap_used_mb": max(s["heap_used_mb"] for s in samples),
         "peak_driver_py_rss_mb": max(s["driver_py_rss_mb"] for s in samples),
         "peak_worker_rss_mb": max(s["worker_rss_mb"] for s in samples),
+        # the worker's RSS at 10%, 50% and 90% of the run: flat when batches stream
+        "worker_rss_mb_at_10_50_90": [samples[int(q * (len(samples) - 1))]["worker_rss_mb"] for q in (.1, .5, .9)],
+        "heap_used_mb_at_10_50_90": [samples[int(q * (len(samples) - 1))]["heap_used_mb"] for q in (.1, .5, .9)],
         "partitions": df.rdd.getNumPartitions(),
     }), flush=True)
     spark.stop()
