@@ -17,6 +17,11 @@ INSTALL_REQUIRES = [
     "pydantic>=2.7,<3",
     "rich>=13,<16",
     "matplotlib>=3.8,<3.12",
+    # Spark Connect clients (SPARK_REMOTE=sc://...): the pyspark[connect] extra's packages
+    "grpcio>=1.76.0",
+    "grpcio-status>=1.76.0",
+    "googleapis-common-protos>=1.71.0",
+    "zstandard>=0.25.0",
 ]
 
 TEST_REQUIRES = [

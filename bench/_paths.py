@@ -10,7 +10,7 @@ columns for spark_scoring); the timed action is
 
 a ``limit``        pyarrow reads the Parquet files, numpy + the model, 2 threads, no Spark
 b ``spark_udf``    ``mlflow.pyfunc.spark_udf`` (env_manager="local")
-c ``predict_batch_udf``  ``pyspark.ml.functions.predict_batch_udf``, native model, 32 columns
+c ``predict_batch_udf``  ``pyspark.ml.functions.predict_batch_udf``, native model, struct of 32 columns
 d ``score``        ``spark_scoring.score()``, the default engine path
 e ``direct``       ``spark_scoring.direct_scan.score_table_direct`` (pyarrow reads the files
                    inside the Python tasks)
@@ -158,8 +158,8 @@ def build_predict_batch_udf(ctx: Ctx):
             torch.set_num_threads(1)  # one core per task, as a careful user would
             net = mlflow.pytorch.load_model(local_path, map_location="cpu").eval()
 
-            def predict(*cols):
-                m = np.column_stack(cols).astype(np.float32, copy=False)
+            def predict(x):
+                m = np.ascontiguousarray(x, dtype=np.float32)
                 with torch.inference_mode():
                     return net(torch.from_numpy(m)).numpy()[:, 0].astype(np.float64)
         else:
@@ -167,38 +167,70 @@ def build_predict_batch_udf(ctx: Ctx):
 
             est = mlflow.sklearn.load_model(local_path)
 
-            def predict(*cols):
-                return est.predict(np.column_stack(cols)).astype(np.float64)
+            def predict(x):
+                return est.predict(np.ascontiguousarray(x, dtype=np.float64)).astype(np.float64)
 
         return predict
 
     cast = "float" if kind == "mlp" else "double"
     udf = predict_batch_udf(make_predict_fn, return_type=DoubleType(), batch_size=ctx.batch_size or 8192)
 
-    def build(df):
-        return df.select("id", udf(*[F.col(c).cast(cast) for c in ctx.features]).alias("prediction"))
+    def build(df):  # a struct of scalar columns reaches predict() as one (rows, 32) matrix
+        cols = F.struct(*[F.col(c).cast(cast) for c in ctx.features])
+        return df.select("id", udf(cols).alias("prediction"))
 
     return build
 
 
-def build_score(ctx: Ctx, **kwargs):
+def build_score(ctx: Ctx, prefetch: bool | None = None, **kwargs):
+    """d: ``score()``; ``prefetch`` forces the predictor's prefetch thread on/off (A/B only,
+    through the engine's private task spec; the default leaves the engine's choice)."""
     from spark_scoring import score
 
     def build(df):
         out = score(df.select("id", *ctx.features), ctx.model, batch_size=ctx.batch_size, **kwargs)
+        if prefetch is not None:
+            out = _with_prefetch(ctx, df, prefetch, kwargs)
         return out.drop(*ctx.features)
 
     return build
 
 
-def build_direct(ctx: Ctx, **kwargs):
+def _with_prefetch(ctx: Ctx, df, prefetch: bool, kwargs: dict):
+    """score() rebuilt with ``_TaskSpec.prefetch`` overridden (bench A/B of the engine default)."""
+    import dataclasses
+
+    import pyspark.sql.functions as F
+    from pyspark.sql.functions import arrow_udf
+    from pyspark.sql.pandas.functions import ArrowUDFType
+
+    from spark_scoring.udf import LINEAGE_COLUMNS, ScoringUDF, _score_iterator, scoring_udf
+
+    base = scoring_udf(ctx.model, batch_size=ctx.batch_size, spark=ctx.spark, **kwargs)
+    spec = dataclasses.replace(base._spec, prefetch=prefetch)
+
+    def score_batches(batches):
+        return _score_iterator(spec, batches)
+
+    raw = arrow_udf(score_batches, base.return_type, ArrowUDFType.SCALAR_ITER).asNondeterministic()
+    udf = ScoringUDF(base.model, spec, base.input_spec, base.return_type, raw)
+    out = df.select("id", *ctx.features).withColumn("prediction", udf())
+    return out.withColumns({
+        LINEAGE_COLUMNS[0]: F.lit(ctx.model.display_name),
+        LINEAGE_COLUMNS[1]: F.lit(ctx.model.version).cast("string"),
+        LINEAGE_COLUMNS[2]: F.current_timestamp(),
+    })
+
+
+def build_direct(ctx: Ctx, prefetch: bool | None = None, **kwargs):
     from spark_scoring.direct_scan import score_table_direct
 
     path = ctx.ds.delta if ctx.input_format == "delta" else ctx.ds.parquet
 
     def build(_df=None):
         return score_table_direct(
-            ctx.spark, path, ctx.model, keep_columns=["id"], batch_size=ctx.batch_size, **kwargs
+            ctx.spark, path, ctx.model, keep_columns=["id"], batch_size=ctx.batch_size,
+            _prefetch=prefetch, **kwargs
         )
 
     return build
@@ -291,12 +323,14 @@ class PeakSampler:
         self.spark, self.interval = spark, interval
         self.pids: set[int] = set()
         self.peaks: dict[int, float] = {}
+        self.baseline: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self):
         pids = python_workers(self.spark)
         reset_peaks(pids)
+        self.baseline = peak_rss_mb(pids)  # VmHWM right after the reset == RSS now
         self.pids.update(pids)
         self._thread.start()
         return self
@@ -321,9 +355,15 @@ class PeakSampler:
     def max_mb(self) -> float:
         return max(self.peaks.values(), default=0.0)
 
+    @property
+    def growth_mb(self) -> float:
+        """Largest rise of one worker's RSS above what it held when the run started."""
+        return max((mb - self.baseline.get(pid, 0.0) for pid, mb in self.peaks.items()), default=0.0)
+
 
 def spark_tasks(spark, group: str) -> int:
-    """How many tasks the jobs of job group ``group`` ran."""
+    """Tasks of the widest stage the jobs of job group ``group`` ran (the scoring stage;
+    Delta's own small log-reading stages are left out)."""
     tracker = spark.sparkContext.statusTracker()
     n = 0
     for job_id in tracker.getJobIdsForGroup(group):
@@ -331,7 +371,7 @@ def spark_tasks(spark, group: str) -> int:
         for stage_id in (job.stageIds if job else []):
             stage = tracker.getStageInfo(stage_id)
             if stage is not None:
-                n += stage.numTasks
+                n = max(n, stage.numTasks)
     return n
 
 

@@ -240,6 +240,11 @@ class DriftConfig(_Strict):
     threshold: float = Field(0.2, gt=0, allow_inf_nan=False, description="PSI above this is drift")
     on_drift: Literal["warn", "fail"] = Field("warn", description="warn or fail when drift is found")
     bins: int = Field(10, strict=True, ge=2, le=1000, description="histogram bins for PSI")
+    min_rows: int = Field(
+        100, strict=True, ge=0,
+        description="skip PSI when the partition or its reference has fewer scored rows "
+        "(PSI of a few dozen rows is noise: two draws of one distribution can exceed 1)",
+    )
 
     @field_validator("threshold", mode="before")
     @classmethod

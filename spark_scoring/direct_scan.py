@@ -381,6 +381,7 @@ class _ScanSpec:
     device: str
     on_null: str
     diagnostics: bool
+    prefetch: bool | None = None  # None: on CUDA only, as in spark_scoring.udf
 
 
 def _task_predictor(spec: _ScanSpec):
@@ -405,7 +406,8 @@ def _task_predictor(spec: _ScanSpec):
     )
     runner = _make_runner(spec.kind, model, dev, spec.model_names, handle.predict_method, None)
     predictor = Predictor(runner, names=spec.feature_cols, output=spec.output, batch_size=spec.batch_size,
-                          on_null=spec.on_null, prefetch=dev != "cpu")
+                          on_null=spec.on_null,
+                          prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch)
     return predictor, dev
 
 
@@ -556,6 +558,7 @@ def score_table_direct(
     on_null: str = "error",
     lineage: bool = True,
     diagnostics: bool = False,
+    _prefetch: bool | None = None,
 ):
     """Score the Delta table (pinned to ``version``, default: the latest now) or Parquet folder at ``path``.
 
@@ -649,6 +652,7 @@ def score_table_direct(
         device=device,
         on_null=on_null,
         diagnostics=diagnostics,
+        prefetch=_prefetch,  # benchmark A/B only
     )
     rows = [(list(p for p, _s, _l, _v in t), [s for _p, s, _l, _v in t], [n for _p, _s, n, _v in t],
              [v for _p, _s, _l, v in t]) for t in plan.tasks]

@@ -613,5 +613,23 @@ def _spark_error_text(exc: Exception, column: str | None, text: str | None) -> s
             message = message.split(marker, 1)[1].split("\n", 1)[0]
             break
     else:
-        message = message.strip().splitlines()[0][:1000] if message.strip() else type(exc).__name__
+        message = _cause_line(message) or type(exc).__name__
     return f"partition {column}={text!r} failed while scoring: {message}"
+
+
+def _cause_line(message: str) -> str:
+    """The line of a Spark error that says what went wrong: the exception ending a
+    Python worker's traceback, else Spark's "Job aborted due to stage failure: ...
+    most recent failure: ..." line, else the first line (not "An error occurred
+    while calling o123.save.", which says nothing)."""
+    import re
+
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if "Traceback (most recent call last)" in message:
+        raised = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit)\b", ln)]
+        if raised:
+            return raised[-1][:1000]
+    for ln in lines:
+        if "Job aborted due to stage failure:" in ln:
+            return ln[ln.index("Job aborted"):][:1000]
+    return lines[0][:1000] if lines else ""

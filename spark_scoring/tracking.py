@@ -187,12 +187,20 @@ class RunTracker:
         stats = partition_stats(part, scores, profiled, cfg.drift.bins, ref_edges)
         self._profiles[result.partition] = {"edges": stats["edges"], "quantiles": stats["quantiles"]}
         psi = {}
+        too_few = False
         for c, counts in stats["counts"].items():
             ref_counts = ref_profile["counts"].get(c)
-            if ref_counts and sum(ref_counts) and sum(counts):
-                psi[c] = psi_from_counts(ref_counts, counts)
+            if not (ref_counts and sum(ref_counts) and sum(counts)):
+                continue
+            if min(sum(ref_counts), sum(counts)) < cfg.drift.min_rows:
+                too_few = True
+                continue
+            psi[c] = psi_from_counts(ref_counts, counts)
         if ref_profile is not None and not psi:
-            note = note or "no rows to compare"
+            note = note or (
+                f"fewer than drift.min_rows={cfg.drift.min_rows} rows on a side; PSI not computed"
+                if too_few else "no rows to compare"
+            )
         flagged = sorted((c for c, v in psi.items() if v > cfg.drift.threshold), key=lambda c: -psi[c])
         status = "not_checked" if not cfg.drift.enabled else ("no_reference" if not psi else "ok")
         if flagged:

@@ -113,3 +113,13 @@ def test_column_quantiles_and_compare_scores(frame):
     assert stats["agreement"] == pytest.approx(np.mean((a >= 0) == (b >= 0)))
     assert stats["mean_abs_diff"] == pytest.approx(np.abs(a - b).mean())
     assert stats["psi"] == pytest.approx(psi(a, b, bins=10), abs=0.02)
+
+
+def test_min_rows_is_validated_and_defaults_to_100():
+    from spark_scoring.config import load_config
+    from spark_scoring.errors import ConfigError
+
+    base = {"model": "models:/m/1", "input": {"table": "t"}, "output": {"table": "o"}}
+    assert load_config(base).drift.min_rows == 100
+    with pytest.raises(ConfigError, match=r"drift\.min_rows"):
+        load_config({**base, "drift": {"min_rows": -1}})

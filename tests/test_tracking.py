@@ -38,7 +38,8 @@ def tracked(tmp_path_factory, spark, registry):
         "bad_rows": "quarantine",
         "quarantine_table": str(ws / "quarantine"),
         "tracking": {"experiment": f"test_tracking_{uuid.uuid4().hex[:8]}"},
-        "drift": {"threshold": 50.0},  # tiny partitions are noisy; drift outcomes are tested below
+        # tiny partitions are noisy (and under the default min_rows); drift outcomes are tested below
+        "drift": {"threshold": 50.0, "min_rows": 0},
     }
     plans = []
     real_write = job_mod.write_partition
@@ -180,7 +181,8 @@ def _rescore_last(tracked, tmp_path, *settings):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(tracked["config"]))
     return main(["run", str(path), "--partition", PARTS[-1], "--set", "force=true",
-                 "--set", "drift.threshold=0.000001", *[x for s in settings for x in ("--set", s)]])
+                 "--set", "drift.threshold=0.000001", "--set", "drift.min_rows=0",
+                 *[x for s in settings for x in ("--set", s)]])
 
 
 def _newest_run(tracked):
@@ -218,3 +220,8 @@ def test_drift_fails_the_run_after_commit_and_audit_with_on_drift_fail(spark, tr
 def test_drift_fails_the_run_with_mlflow_tracking_off(tracked, tmp_path, capsys):
     assert _rescore_last(tracked, tmp_path, "drift.on_drift=fail", "tracking.enabled=false") == 1
     assert "DriftError: drift in partition ds='2026-11-27'" in capsys.readouterr().err
+
+
+def test_psi_is_skipped_below_min_rows_so_tiny_partitions_cannot_fail(tracked, tmp_path, capsys):
+    # the same rescoring that fails with min_rows=0 passes when the sides are below min_rows
+    assert _rescore_last(tracked, tmp_path, "drift.on_drift=fail", "drift.min_rows=1000000") == 0
