@@ -375,14 +375,16 @@ def spark_tasks(spark, group: str) -> int:
     return n
 
 
-def time_spark(spark, df, group: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of writing ``df`` to the noop sink."""
+def time_spark(spark, df, group: str) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds in all, CPU seconds of the JVM) of writing ``df`` to the noop sink."""
     spark.sparkContext.setJobGroup(group, group)
     before = cpu_snapshot(spark)
     t0 = time.perf_counter()
     df.write.format("noop").mode("overwrite").save()
     wall = time.perf_counter() - t0
-    return wall, cpu_delta(before, cpu_snapshot(spark))
+    after = cpu_snapshot(spark)
+    jvm = jvm_pid(spark)
+    return wall, cpu_delta(before, after), after.get(jvm, 0.0) - before.get(jvm, 0.0)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

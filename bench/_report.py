@@ -28,11 +28,13 @@ def summarize(result: dict) -> dict:
         for name, runs in m["runs"].items():
             rows = runs[0]["rows"] if runs else 0
             wall, cpu = _med(r["wall_s"] for r in runs), _med(r["cpu_s"] for r in runs)
+            cpu_jvm = _med(r.get("cpu_jvm_s") for r in runs)
             chk = m["checks"].get(name, {})
             paths[name] = {
                 "rows": rows,
                 "wall_s": wall,
                 "cpu_s": cpu,
+                "cpu_jvm_s": cpu_jvm,
                 "rows_per_s": rows / wall if wall else None,
                 "rows_per_cpu_s": rows / cpu if cpu else None,
                 "tasks": _med(r.get("tasks") for r in runs),
@@ -133,7 +135,7 @@ def markdown(result: dict) -> str:
     ]
     for kind, m in s.items():
         lines += [f"## {kind}", "",
-                  "| path | M rows/s | x limit | x spark_udf | CPU s | cpu x spark_udf | tasks | model loads "
+                  "| path | M rows/s | x limit | x spark_udf | CPU s (JVM) | cpu x spark_udf | tasks | model loads "
                   "(cold / timed) | peak worker MB (growth in run) | max abs diff |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, p in m["paths"].items():
@@ -142,7 +144,7 @@ def markdown(result: dict) -> str:
             diff = "n/a" if p["max_abs_diff"] is None else f"{p['max_abs_diff']:.1e}"
             lines.append(
                 f"| {name} | {_f(p['rows_per_s'] and p['rows_per_s'] / 1e6, 3)} | {_f(p['x_limit'])} | "
-                f"{_f(p['x_spark_udf'])} | {_f(p['cpu_s'])} | {_f(p['cpu_x_spark_udf'])} | "
+                f"{_f(p['x_spark_udf'])} | {_f(p['cpu_s'])} ({_f(p['cpu_jvm_s'])}) | {_f(p['cpu_x_spark_udf'])} | "
                 f"{_f(p['tasks'], 0)} | {loads} | {_f(p['peak_worker_mb'], 0)} ({_f(p['growth_worker_mb'], 0)}) | {diff} |")
         if m["scaling"]:
             lines += ["", "Partition scaling (same rows, one file per task):", "",

@@ -199,7 +199,7 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 rows, meta = limit_fns[label]()
                 wall = time.perf_counter() - t0
                 cpu = P.cpu_snapshot(spark)["self"] - before
-                rec = {"wall_s": wall, "cpu_s": cpu, "rows": rows, **meta, "peak_worker_mb": None}
+                rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": 0.0, "rows": rows, **meta, "peak_worker_mb": None}
             else:
                 base, opts = specs[name]
                 if "crbs" in opts:
@@ -207,9 +207,10 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 group = f"bench-{tag}-{label}-{r}"
                 log_lines = _lines(ctx.load_log)
                 with _confs(spark, ctx.extra.get("conf", {})), P.PeakSampler(spark) as sampler:
-                    wall, cpu = P.time_spark(spark, outputs[label], group)
+                    wall, cpu, cpu_jvm = P.time_spark(spark, outputs[label], group)
                 spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", crbs_default)
-                rec = {"wall_s": wall, "cpu_s": cpu, "rows": ctx.ds.rows, "tasks": P.spark_tasks(spark, group),
+                rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": cpu_jvm, "rows": ctx.ds.rows,
+                       "tasks": P.spark_tasks(spark, group),
                        "peak_worker_mb": sampler.max_mb, "growth_worker_mb": sampler.growth_mb,
                        "workers_seen": len(sampler.pids)}
                 if base == "predict_batch_udf":
@@ -218,7 +219,8 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                     rec["model_loads"] = rec["tasks"]  # local mode: one load per task (mlflow source)
             rec["loadavg"] = load
             runs[label].append(rec)
-            print(f"  [{tag} r{r}] {label:28s} {rec['wall_s']:7.2f}s wall {rec['cpu_s']:7.2f}s cpu  "
+            print(f"  [{tag} r{r}] {label:24s} {rec['wall_s']:7.2f}s wall {rec['cpu_s']:6.2f}s cpu "
+                  f"({rec['cpu_jvm_s']:5.2f} JVM) "
                   f"{ctx.ds.rows / rec['wall_s'] / 1e6:6.3f} M rows/s  peak "
                   f"{rec.get('peak_worker_mb') or 0:6.0f} MB  load {load:.1f}", flush=True)
     return runs, builds

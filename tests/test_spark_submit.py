@@ -47,6 +47,9 @@ def spark_submit(registry, cwd, *args: str, timeout: int = 600) -> subprocess.Co
         *args,
     ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    # spark-submit merges the Python driver's stderr into its stdout
+    proc.output = proc.stdout + proc.stderr
+    proc.tail = f"exit code {proc.returncode}\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
     return proc
 
 
@@ -72,9 +75,9 @@ def test_spark_submit_local_cluster_scores_the_table(spark, registry, tmp_path):
         "drift": {"enabled": False},
     })
     proc = spark_submit(registry, tmp_path, "--config", config)
-    log = proc.stdout[-4000:] + proc.stderr[-8000:]
-    assert proc.returncode == 0, log
-    assert "rows in 30 = scored 24 + quarantined 6" in proc.stderr, log
+    assert proc.returncode == 0, proc.tail
+    assert "rows in 30 = scored 24 + quarantined 6" in proc.output, proc.tail
+    assert "Shutdown hooks cannot be modified" not in proc.output, proc.tail  # the script stops its session
 
     import mlflow
 
@@ -100,6 +103,6 @@ def test_spark_submit_invalid_config_exits_2(registry, tmp_path):
         "output": {"table": str(tmp_path / "out"), "mode": "upsert"},
     })
     proc = spark_submit(registry, tmp_path, "--config", config)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "output.mode" in proc.stderr
+    assert proc.returncode == 2, proc.tail
+    assert "ConfigError" in proc.output and "output.mode" in proc.output and "upsert" in proc.output, proc.tail
     assert not (tmp_path / "out").exists()

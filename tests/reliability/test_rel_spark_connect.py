@@ -67,10 +67,15 @@ def test_score_and_run_job_over_spark_connect(connect_server, spark, registry, r
                   if c not in H.RUN_COLUMNS)
     key, pred = cols.index("customer_id"), cols.index(H.PRED)
     expected = {str(r[key]): r[pred] for r in rel_reference["rows"]}
-    assert scored["predictions"] == expected  # same numbers as the classic session, every good row
+    # Same numbers as the classic session's job, every good row. Not bitwise: score() feeds the
+    # model a task's rows (several partitions) per call, the job one partition per call, and a
+    # float32 torch matmul rounds differently with the batch size (seen: up to 7.5e-9).
+    assert scored["predictions"].keys() == expected.keys()
+    max_diff = max(abs(scored["predictions"][k] - v) for k, v in expected.items())
+    assert max_diff < 1e-6, max_diff
 
     for mode, job in got["jobs"].items():
-        assert job["first"] == [(p, "scored", H.ROWS, H.ROWS - H.BAD_PER_PARTITION, H.BAD_PER_PARTITION)
+        assert job["first"] == [[p, "scored", H.ROWS, H.ROWS - H.BAD_PER_PARTITION, H.BAD_PER_PARTITION]
                                 for p in ("p00", "p07")], (mode, job)
         assert job["again"] == ["skipped", "skipped"] and job["forced"] == ["scored"], (mode, job)
         assert job["rows"] == 2 * (H.ROWS - H.BAD_PER_PARTITION)
@@ -80,7 +85,7 @@ def test_score_and_run_job_over_spark_connect(connect_server, spark, registry, r
         if mode == "merge":
             assert "MERGE" in job["history_ops"], job["history_ops"]
     H.report("spark_connect", {
-        "score_rows": scored["rows"], "predictions_compared": len(expected),
+        "score_rows": scored["rows"], "predictions_compared": len(expected), "max_abs_diff": max_diff,
         "jobs": {m: {"first": j["first"], "again": j["again"], "forced": j["forced"], "ops": j["history_ops"]}
                  for m, j in got["jobs"].items()},
     })

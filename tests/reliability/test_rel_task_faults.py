@@ -12,6 +12,7 @@ import pytest
 import reliability_helpers as H
 
 SCRIPT = H.DRIVERS / "task_faults.py"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first test also runs the driver
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,6 @@ def observed(registry, rel_input, tmp_path_factory):
     return H.result_line(log)
 
 
-@pytest.mark.slow
 def test_first_attempt_failure_is_retried_with_identical_output(observed):
     none, raised = observed["score"]["none"], observed["score"]["raise"]
     assert observed["master"] == "local[2,2]"
@@ -33,7 +33,6 @@ def test_first_attempt_failure_is_retried_with_identical_output(observed):
     assert raised["same_predictions"]
 
 
-@pytest.mark.slow
 def test_python_worker_killed_mid_task_is_retried_with_identical_output(observed):
     none, exited = observed["score"]["none"], observed["score"]["exit"]
     assert exited["attempts"] == [1]
@@ -41,7 +40,6 @@ def test_python_worker_killed_mid_task_is_retried_with_identical_output(observed
     assert exited["same_predictions"]
 
 
-@pytest.mark.slow
 def test_job_whose_workers_die_on_first_attempt_completes_with_exact_rows(spark, observed, rel_reference):
     job = observed["job_exit_first_attempt"]
     parts = {"p00", "p05", "p11"}
@@ -60,7 +58,6 @@ def test_job_whose_workers_die_on_first_attempt_completes_with_exact_rows(spark,
     })
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fault, words", [
     ("raise_always", "spark_scoring test fault (raise_always)"),
     ("exit_always", "Python worker exited unexpectedly"),

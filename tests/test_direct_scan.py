@@ -1,0 +1,186 @@
+"""spark_scoring.direct_scan: the direct Arrow scan gives what the normal read + score() gives.
+
+Every test compares ``score_table_direct`` with the normal path on the same
+pinned snapshot (``score(spark.read...load(path)).select(...)``): same rows,
+same columns, same types, predictions within 1e-6 (``scored_at`` is the clock,
+so it is compared by type only). The fallback tests build the table features
+the direct scan must refuse (deletion vectors, column mapping) and check the
+reason as well as the result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from spark_scoring import score
+from spark_scoring.demo import FEATURES
+from spark_scoring.direct_scan import direct_scan_supported, score_table_direct
+
+TORCH = "models:/demo_churn/1"  # float32 inputs
+SKLEARN = "models:/demo_price/1"  # float64 inputs
+
+
+def _frame(rows: int = 300, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, len(FEATURES))), columns=list(FEATURES))
+    frame.insert(0, "customer_id", np.arange(rows, dtype=np.int64))
+    frame.insert(1, "ds", [dt.date(2026, 11, 25 + i % 3) for i in range(rows)])
+    frame.insert(2, "bucket", (np.arange(rows) % 4).astype(np.int32))
+    frame.insert(3, "region", np.where(np.arange(rows) % 2 == 0, "north", "south"))
+    return frame
+
+
+def _normal(spark, path, model, *, fmt="delta", version=None, where=None, keep=None, **kw):
+    reader = spark.read.format(fmt)
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    df = reader.load(path)
+    if where is not None:
+        df = df.where(where)
+    out = score(df, model, **kw)
+    keep = list(df.columns) if keep is None else keep
+    return out.select(*keep, "prediction", "model_name", "model_version", "scored_at")
+
+
+def assert_same(direct, normal):
+    assert direct.columns == normal.columns
+    assert direct.schema == normal.schema, (direct.schema.simpleString(), normal.schema.simpleString())
+    assertDataFrameEqual(direct.drop("scored_at"), normal.drop("scored_at"), checkRowOrder=False,
+                         rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def partitioned(spark, registry, tmp_path_factory):
+    """A Delta table partitioned by a date and an int column, written in two commits."""
+    path = str(tmp_path_factory.mktemp("direct") / "partitioned")
+    frame = _frame()
+    df = spark.createDataFrame(frame)
+    df.where("customer_id < 200").write.format("delta").partitionBy("ds", "bucket").save(path)
+    df.where("customer_id >= 200").write.format("delta").mode("append").save(path)
+    return path
+
+
+@pytest.mark.parametrize("model", [TORCH, SKLEARN])
+def test_partitioned_delta_equals_normal_path(spark, partitioned, model):
+    direct = score_table_direct(spark, partitioned, model)
+    plan = direct.spark_scoring_scan
+    assert plan.direct, plan.reason
+    assert plan.version == 1 and plan.partition_columns == ("ds", "bucket")
+    normal = _normal(spark, partitioned, model, version=1)
+    assert_same(direct, normal)
+    assert direct.count() == 300
+    types = dict(direct.dtypes)
+    assert types["ds"] == "date" and types["bucket"] == "int"  # restored with the table's types
+    assert direct.where(F.col("ds") == dt.date(2026, 11, 26)).count() == 100
+
+
+def test_partition_filter_and_keep_columns(spark, partitioned):
+    kept = ["customer_id", "ds", "bucket"]
+    direct = score_table_direct(spark, partitioned, SKLEARN, keep_columns=kept,
+                                partition_filter={"ds": "2026-11-26", "bucket": [1, 2]})
+    assert direct.spark_scoring_scan.direct
+    normal = _normal(spark, partitioned, SKLEARN, version=1, keep=kept,
+                     where=(F.col("ds") == dt.date(2026, 11, 26)) & F.col("bucket").isin(1, 2))
+    assert_same(direct, normal)
+    rows = direct.collect()
+    assert rows and {(r.ds, r.bucket) for r in rows} <= {(dt.date(2026, 11, 26), 1), (dt.date(2026, 11, 26), 2)}
+    # a date object and its string select the same files
+    same = score_table_direct(spark, partitioned, SKLEARN, keep_columns=kept,
+                              partition_filter={"ds": dt.date(2026, 11, 26), "bucket": [1, 2]})
+    assert same.count() == len(rows)
+
+
+def test_time_travel_pins_the_version(spark, partitioned):
+    direct = score_table_direct(spark, partitioned, SKLEARN, version=0, keep_columns=["customer_id"])
+    assert direct.spark_scoring_scan.version == 0
+    assert_same(direct, _normal(spark, partitioned, SKLEARN, version=0, keep=["customer_id"]))
+    assert direct.count() == 200
+
+
+def test_filter_on_a_data_column_falls_back(spark, partitioned, caplog):
+    ok, reason = direct_scan_supported(spark, partitioned, partition_filter={"region": "north"})
+    assert not ok and "non-partition" in reason and "region" in reason
+    with caplog.at_level(logging.WARNING, logger="spark_scoring.direct_scan"):
+        direct = score_table_direct(spark, partitioned, SKLEARN, partition_filter={"region": "north"})
+    assert "falls back" in caplog.text
+    assert not direct.spark_scoring_scan.direct
+    assert_same(direct, _normal(spark, partitioned, SKLEARN, version=1, where=F.col("region") == "north"))
+
+
+def test_parquet_folder(spark, registry, tmp_path):
+    path = str(tmp_path / "pq")
+    spark.createDataFrame(_frame(240)).drop("ds").write.partitionBy("region").parquet(path)
+    direct = score_table_direct(spark, path, TORCH, keep_columns=["customer_id", "region", "bucket"])
+    plan = direct.spark_scoring_scan
+    assert plan.direct and plan.format == "parquet" and plan.partition_columns == ("region",)
+    normal = _normal(spark, path, TORCH, fmt="parquet", keep=["customer_id", "region", "bucket"])
+    assert_same(direct, normal)
+    with pytest.raises(Exception, match="not a Delta table"):
+        score_table_direct(spark, path, TORCH, version=0)
+
+
+def test_row_groups_split_across_tasks(spark, registry, tmp_path):
+    """One file of many row groups, split into byte ranges: every row exactly once."""
+    folder = tmp_path / "rowgroups"
+    folder.mkdir()
+    frame = _frame(4000).drop(columns=["ds", "region"])
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-0.parquet",
+                   row_group_size=250)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(os.path.getsize(folder / "part-0.parquet") // 5))
+    try:
+        direct = score_table_direct(spark, str(folder), SKLEARN, keep_columns=["customer_id"])
+        assert len(direct.spark_scoring_scan.tasks) >= 4
+        normal = _normal(spark, str(folder), SKLEARN, fmt="parquet", keep=["customer_id"])
+        assert_same(direct, normal)
+        assert direct.select("customer_id").distinct().count() == 4000
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+
+
+def test_null_features_follow_on_null(spark, registry, tmp_table):
+    frame = _frame(60)
+    df = spark.createDataFrame(frame).withColumn(
+        FEATURES[0], F.when(F.col("customer_id") % 10 == 0, F.lit(None)).otherwise(F.col(FEATURES[0])))
+    df.write.format("delta").save(tmp_table)
+    direct = score_table_direct(spark, tmp_table, SKLEARN, on_null="null_prediction", lineage=False)
+    normal = score(spark.read.format("delta").load(tmp_table), SKLEARN, on_null="null_prediction", lineage=False)
+    assertDataFrameEqual(direct, normal, checkRowOrder=False, rtol=1e-6, atol=1e-6)
+    assert direct.where("prediction IS NULL").count() == 6
+    with pytest.raises(Exception, match="null, NaN or infinite"):
+        score_table_direct(spark, tmp_table, SKLEARN, lineage=False).collect()
+
+
+def test_deletion_vectors_fall_back(spark, registry, tmp_table, caplog):
+    spark.createDataFrame(_frame(120)).write.format("delta").partitionBy("region").save(tmp_table)
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    assert direct_scan_supported(spark, tmp_table) == (True, "")  # the feature alone is fine
+    spark.sql(f"DELETE FROM delta.`{tmp_table}` WHERE customer_id % 3 = 0")
+    ok, reason = direct_scan_supported(spark, tmp_table)
+    assert not ok and "deletion vectors" in reason
+    with caplog.at_level(logging.WARNING, logger="spark_scoring.direct_scan"):
+        direct = score_table_direct(spark, tmp_table, TORCH)
+    assert "deletion vectors" in caplog.text and not direct.spark_scoring_scan.direct
+    assert_same(direct, _normal(spark, tmp_table, TORCH))
+    assert direct.count() == 80  # the deleted rows stay deleted
+
+
+def test_column_mapping_falls_back(spark, registry, tmp_table):
+    spark.createDataFrame(_frame(90)).write.format("delta").save(tmp_table)
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ('delta.columnMapping.mode' = 'name', "
+              "'delta.minReaderVersion' = '2', 'delta.minWriterVersion' = '5')")
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` RENAME COLUMN region TO area")
+    ok, reason = direct_scan_supported(spark, tmp_table)
+    assert not ok and "column mapping" in reason
+    direct = score_table_direct(spark, tmp_table, SKLEARN, keep_columns=["customer_id", "area"])
+    assert not direct.spark_scoring_scan.direct
+    assert_same(direct, _normal(spark, tmp_table, SKLEARN, keep=["customer_id", "area"]))
+    assert {r.area for r in direct.collect()} == {"north", "south"}
