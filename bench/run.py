@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--scale-models", default="mlp", help="models for the partition-scaling check")
     ap.add_argument("--sample", type=int, default=2000, help="rows compared across paths")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--no-freeze-workers", dest="freeze_workers", action="store_false",
+                    help="do not gc.freeze() the shared Python workers after the untimed pass")
     ap.add_argument("--work", default=str(HERE / "out" / "work"), help="data + MLflow registry (reused)")
     ap.add_argument("--out", default=None, help="results folder (default bench/out/run-<time>)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: a correctness run")
@@ -160,6 +162,36 @@ def correctness_pass(ctx, names, specs, known_loads, sample_every: int) -> dict:
         print(f"  check {name:28s} rows {len(diffs)}/{len(reference)}  max|diff| "
               f"{out[name]['max_abs_diff']:.2e}  {info or ''}", flush=True)
     return out
+
+
+def _freeze_workers(spark, cores: int) -> None:
+    """Ask each Python worker to ``gc.collect(); gc.freeze()``.
+
+    The benchmark's paths share the workers, and whatever one path imports
+    (mlflow's pyfunc stack for spark_udf, pandas UDF machinery...) is then
+    traversed by the full ``gc.collect()`` PySpark's worker runs after *every*
+    task, for every path (~0.2 CPU-s per task with mlflow, torch and sklearn
+    loaded). Freezing after the untimed pass leaves each path paying for what it
+    allocates itself, as it would in a job that runs only that path.
+    """
+
+    def freeze(batches):
+        import gc
+        import os as _os
+
+        import pyarrow as _pa
+
+        for _b in batches:
+            pass
+        gc.collect()
+        gc.freeze()
+        yield _pa.RecordBatch.from_pydict({"pid": [_os.getpid()], "frozen": [gc.get_freeze_count()]})
+
+    seen = {}
+    for _ in range(2):  # idle workers are handed out in turn; two rounds reach both
+        for row in spark.range(cores, numPartitions=cores).mapInArrow(freeze, "pid long, frozen long").collect():
+            seen[row.pid] = row.frozen
+    print(f"  froze the gc state of Python workers {seen}", flush=True)
 
 
 def _lines(path: str) -> int:
@@ -285,6 +317,8 @@ def main(argv=None) -> int:
         ctx = P.Ctx(spark, ds, kind, uris[kind], model, S.FEATURES, batch_size=args.batch_size,
                     input_format=args.input, load_log=str(out_dir / f"pbu_loads_{kind}.txt"))
         checks = correctness_pass(ctx, names, specs, known_loads, sample_every)
+        if args.freeze_workers:
+            _freeze_workers(spark, args.cores)
         runs, builds = timed_rounds([(n, ctx, n) for n in names], specs, args.repeats, kind)
         result["models"][kind] = {"uri": uris[kind], "checks": checks, "runs": runs, "build_s": builds}
 

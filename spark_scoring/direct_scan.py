@@ -211,13 +211,24 @@ def _typed(value: Any, spark_type) -> Any:
     return pa.array([text]).cast(to_arrow_type(spark_type, timezone="UTC"))[0].as_py()
 
 
-def _matches(values: dict, flt: dict, types: dict) -> bool:
-    for col, wanted in flt.items():
-        options = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        actual = _typed(values.get(col), types[col])
-        if actual not in [_typed(o, types[col]) for o in options]:
-            return False
-    return True
+def _file_filter(flt: dict, types: dict):
+    """A predicate on a file's partition values (strings) for ``partition_filter`` (driver)."""
+    wanted = {}
+    for col, options in flt.items():
+        options = list(options) if isinstance(options, (list, tuple, set, frozenset)) else [options]
+        wanted[col] = {_typed(o, types[col]) for o in options}
+    seen: dict = {}
+
+    def keep(values: dict) -> bool:
+        for col, allowed in wanted.items():
+            key = (col, values.get(col))
+            if key not in seen:
+                seen[key] = _typed(values.get(col), types[col])
+            if seen[key] not in allowed:
+                return False
+        return True
+
+    return keep
 
 
 def _pack(files: list[tuple[str, int, str]], spark) -> list[list[tuple[str, int, int, str]]]:
@@ -278,7 +289,8 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
     fallback scores; its schema types the partition values, and its
     ``inputFiles()`` cross-checks the file list replayed from the Delta log.
     """
-    is_delta = _fs(path)[0].get_file_info(_fs(path)[1] + "/_delta_log").type.name == "Directory"
+    fs, root = _fs(path)
+    is_delta = fs.get_file_info(root + "/_delta_log").type.name == "Directory"
     fmt = "delta" if is_delta else "parquet"
     if version is not None and not is_delta:
         raise SchemaMismatchError(f"version={version!r} given, but {path!r} is not a Delta table.")
@@ -290,27 +302,28 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
         return ScanPlan(path, fmt, version, False, str(exc)), _normal_read(spark, path, fmt, version)
     df = _normal_read(spark, path, fmt, version)
     try:
+        spark_files = sorted(_local(f) for f in df.inputFiles())
         if is_delta:
             _check_delta_features(protocol, metadata, adds)
             part_cols = tuple(metadata.get("partitionColumns") or ())
         else:
-            part_cols = _parquet_partition_columns(df, path)
-        plan = _plan_files(spark, path, fmt, version, df, part_cols, adds if is_delta else None,
+            part_cols = _parquet_partition_columns(spark_files, path)
+        plan = _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds if is_delta else None,
                            partition_filter, columns)
         return plan, df
     except _Fallback as exc:
         return ScanPlan(path, fmt, version, False, str(exc)), df
 
 
-def _parquet_partition_columns(df, path: str) -> tuple[str, ...]:
-    files = df.inputFiles()
+def _parquet_partition_columns(files: list[str], path: str) -> tuple[str, ...]:
     if not files:
         return ()
-    rel = _local(files[0])[len(_local(path)):].strip("/").split("/")[:-1]
+    rel = files[0][len(_local(path)):].strip("/").split("/")[:-1]
     return tuple(unquote(s.split("=", 1)[0]) for s in rel if "=" in s)
 
 
-def _plan_files(spark, path, fmt, version, df, part_cols, adds, partition_filter, columns) -> ScanPlan:
+def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds, partition_filter,
+                columns) -> ScanPlan:
     types = {f.name: f.dataType for f in df.schema.fields}
     for name in part_cols:
         if types[name].simpleString() not in _PARTITION_TYPES and not types[name].simpleString().startswith("decimal"):
@@ -325,7 +338,6 @@ def _plan_files(spark, path, fmt, version, df, part_cols, adds, partition_filter
     if bad:
         raise _Fallback(f"partition_filter on non-partition column(s) {bad}: the direct scan only prunes "
                         f"files by partition values (partition columns: {list(part_cols)})")
-    spark_files = {_local(f) for f in df.inputFiles()}
     root = _local(path)
     if adds is not None:
         listed = []
@@ -334,19 +346,20 @@ def _plan_files(spark, path, fmt, version, df, part_cols, adds, partition_filter
             full = _local(rel) if "://" in rel or rel.startswith("file:") else os.path.join(root, unquote(rel))
             values = _as_dict(add.get("partitionValues"))
             listed.append((os.path.normpath(full), int(add.get("size") or 0), {c: values.get(c) for c in part_cols}))
-        if {f for f, _s, _v in listed} != spark_files:
+        if {f for f, _s, _v in listed} != set(spark_files):
             raise _Fallback(f"the Delta log replay found {len(listed)} files but Spark lists {len(spark_files)}")
     else:
         fs, _ = _fs(path)
-        sizes = {i.path: i.size for i in fs.get_file_info(sorted(spark_files))} if "://" not in root else {}
-        listed = [(f, int(sizes.get(f, 0)), _hive_partitions(f, root, part_cols)) for f in sorted(spark_files)]
+        sizes = {i.path: i.size for i in fs.get_file_info(spark_files)} if "://" not in root else {}
+        listed = [(f, int(sizes.get(f, 0)), _hive_partitions(f, root, part_cols)) for f in spark_files]
     if listed:
         try:
             _fs(listed[0][0])
         except Exception as exc:  # noqa: BLE001
             raise _Fallback(f"pyarrow cannot open {listed[0][0]!r}: {exc}") from exc
     if flt:
-        listed = [x for x in listed if _matches(x[2], flt, types)]
+        keep = _file_filter(flt, types)
+        listed = [x for x in listed if keep(x[2])]
     tasks = _pack([(f, size, json.dumps(values)) for f, size, values in listed], spark)
     return ScanPlan(path, fmt, version, True, "", part_cols, tuple(tuple(t) for t in tasks), len(listed))
 
@@ -496,6 +509,8 @@ class _Aligner:
 
 def _scan_task(spec: _ScanSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor (mapInArrow): this task's file splits in, kept columns + predictions out."""
+    import pyarrow.parquet  # noqa: F401 - before the model loads, so the cache's gc.freeze() covers it
+
     splits = []
     for b in batches:
         for row in b.to_pylist():

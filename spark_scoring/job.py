@@ -207,6 +207,28 @@ def _validate_schema(cfg: JobConfig, df, plans: list[_ModelPlan], output_ref: Ta
             )
 
 
+def _check_table_names(spark, refs) -> None:
+    """Spark's session catalog takes only ``[A-Za-z0-9_]`` database and table names, and
+    refuses others only after Delta has written the new table's first files into the
+    warehouse: check the tables a job may create before anything is written."""
+    import re
+
+    default = spark.conf.get("spark.sql.defaultCatalog", "spark_catalog")
+    for what, ref in refs:
+        if ref is None or ref.is_path:
+            continue
+        parts = ref.name.split(".")
+        if (parts[0] if len(parts) == 3 else default) != "spark_catalog":
+            continue  # another catalog (e.g. Unity Catalog) has its own rules
+        bad = [p for p in parts[-2:] if not re.fullmatch(r"[A-Za-z0-9_]+", p)]
+        if bad:
+            raise ConfigError(
+                f"{what} {ref.name!r}: Spark's session catalog accepts only letters, digits and _ in "
+                f"database and table names, not {bad}. Fix: rename it, or give a path (with a '/') "
+                "for a path-based Delta table."
+            )
+
+
 # ---------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------
@@ -227,6 +249,8 @@ class _Run:
     # -- setup: everything that can fail before compute ---------------------
     def prepare(self, requested: Sequence[str] | None, *, plan_units: bool = True) -> None:
         cfg, spark = self.cfg, self.spark
+        _check_table_names(spark, [("output.table", self.output_ref), ("quarantine_table", self.quarantine_ref),
+                                   ("output.audit_table", TableRef.parse(self.audit_table))])
         if not self.input_ref.exists(spark):
             raise ConfigError(
                 f"input.table {cfg.input.table!r}: no Delta table there. Fix: check the name or "

@@ -17,7 +17,6 @@ Python, its JVM, the Python workers), like a lost driver node.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import time

@@ -27,7 +27,10 @@ def test_one_huge_partition_streams_with_flat_driver_memory(registry, tmp_path):
     assert got["peak_driver_py_rss_mb"] - got["baseline"]["driver_py_rss_mb"] < 100, got
     assert got["peak_heap_used_mb"] < 0.9 * got["heap_max_mb"], got
     assert got["peak_worker_rss_mb"] < 1500, got
-    at10, _at50, at90 = got["worker_rss_mb_at_10_50_90"]
-    assert at90 - at10 < 200, got  # the Python worker does not grow with the rows it has seen
+    # The Python worker warms up (allocator pools, prefetch queue) in the first part of the run,
+    # then must stay flat: between 50 % and 90 % it sees 4M more rows, which buffered would be
+    # ~290 MB (9 doubles a row); streaming keeps it within noise.
+    _at10, at50, at90 = got["worker_rss_mb_at_10_50_90"]
+    assert at90 - at50 < 150, got
     H.report("large_partition", {k: (round(v, 1) if isinstance(v, float) else
                                      [round(x) for x in v] if isinstance(v, list) else v) for k, v in got.items()})
