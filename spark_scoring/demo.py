@@ -250,8 +250,13 @@ def build_customers_table(spark, path: str, frame: pd.DataFrame | None = None, *
     frame = demo_frame() if frame is None else frame
     df = spark.createDataFrame(frame)
     # NaN from pandas arrives as NaN; make row 0 of each partition a true null.
-    first = F.col("customer_id") % 10_000_000 == 0
-    df = df.withColumn(FEATURES[0], F.when(first, F.lit(None).cast("double")).otherwise(F.col(FEATURES[0])))
+    # Arrow turns pandas NaN into null on the way in, so set the bad values here:
+    # row 0 a null, row 1 a real NaN (row 2's +inf survives the conversion).
+    row = F.col("customer_id") % 10_000_000
+    df = df.withColumns({
+        FEATURES[0]: F.when(row == 0, F.lit(None).cast("double")).otherwise(F.col(FEATURES[0])),
+        FEATURES[1]: F.when(row == 1, F.lit(float("nan"))).otherwise(F.col(FEATURES[1])),
+    })
     path = os.path.abspath(path)
     (
         df.write.format("delta")
