@@ -189,6 +189,8 @@ def build_score(ctx: Ctx, prefetch: bool | None = None, **kwargs):
 
     def build(df):
         out = score(df.select("id", *ctx.features), ctx.model, batch_size=ctx.batch_size, **kwargs)
+        if prefetch is not None and not kwargs.get("lineage", True):
+            raise SystemExit("combine prefetch and lineage variants in separate variants")
         if prefetch is not None:
             out = _with_prefetch(ctx, df, prefetch, kwargs)
         return out.drop(*ctx.features)

@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--paths", default=",".join(P.PATHS), help=f"comma list of {', '.join(P.PATHS)}")
     ap.add_argument("--variants", default="score:prefetch=on",
                     help="extra A/B paths, comma list of base:key=value[;key=value] with keys prefetch "
-                         "(on/off), batch_size, crbs (spark.sql.parquet.columnarReaderBatchSize); '' for none")
+                         "(on/off), lineage (on/off), batch_size, crbs "
+                         "(spark.sql.parquet.columnarReaderBatchSize); '' for none")
     ap.add_argument("--batch-size", type=int, default=None, help="model batch size for every path")
     ap.add_argument("--input", choices=("delta", "parquet"), default="delta", help="what Spark paths read")
     ap.add_argument("--scale", type=int, default=10, help="partition-scaling factor (0: skip the check)")
@@ -79,7 +80,7 @@ def _parse_variant(text: str) -> tuple[str, str, dict]:
     opts = {}
     for item in filter(None, rest.split(";")):
         key, _, value = item.partition("=")
-        if key not in ("prefetch", "batch_size", "crbs"):
+        if key not in ("prefetch", "batch_size", "crbs", "lineage"):
             raise SystemExit(f"--variants {text!r}: unknown key {key!r}")
         opts[key] = {"on": True, "off": False}.get(value, value)
     return f"{base}[{rest}]", base, opts
@@ -105,6 +106,10 @@ def _builder(ctx: P.Ctx, base: str, opts: dict, **extra):
         if base not in ("score", "direct"):
             raise SystemExit("prefetch variants exist for score and direct only")
         kwargs["prefetch"] = bool(opts["prefetch"])
+    if "lineage" in opts:
+        if base not in ("score", "direct"):
+            raise SystemExit("lineage variants exist for score and direct only")
+        kwargs["lineage"] = bool(opts["lineage"])
     if "batch_size" in opts:
         ctx = P.Ctx(**{**ctx.__dict__, "batch_size": int(opts["batch_size"])})
     return P.BUILDERS[base](ctx, **kwargs)

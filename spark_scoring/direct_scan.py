@@ -444,7 +444,9 @@ def _read_split(spec: _ScanSpec, path: str, start: int, length: int, parts_json:
     import pyarrow.parquet as pq
 
     fs, inner = _fs(path)
-    pf = pq.ParquetFile(fs.open_input_file(inner))
+    # pre_buffer=False: read one row group at a time (pre-buffering reads every requested
+    # row group's column chunks up front, i.e. the whole split; measured 2x the memory).
+    pf = pq.ParquetFile(fs.open_input_file(inner), pre_buffer=False)
     groups = _row_groups(pf.metadata, start, length) if length else list(range(pf.metadata.num_row_groups))
     if not groups:
         return

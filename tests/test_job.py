@@ -39,7 +39,7 @@ PRED = "churn_probability"
 PARTS = ("2026-11-25", "2026-11-26", "2026-11-27")
 ROWS = 20  # per partition; build_customers_table makes 3 of them bad (null, NaN, inf)
 # build_customers_table's NaN row arrives as a null (Arrow turns pandas NaN into null)
-BAD_REASONS = {"tenure_months is null", "monthly_spend is null", "support_calls is infinite"}
+BAD_REASONS = {"tenure_months is null", "monthly_spend is NaN", "support_calls is infinite"}
 VOLATILE = ["scored_at", "scoring_run_id"]
 
 
