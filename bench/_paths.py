@@ -182,24 +182,23 @@ def build_predict_batch_udf(ctx: Ctx):
     return build
 
 
-def build_score(ctx: Ctx, prefetch: bool | None = None, **kwargs):
-    """d: ``score()``; ``prefetch`` forces the predictor's prefetch thread on/off (A/B only,
-    through the engine's private task spec; the default leaves the engine's choice)."""
+def build_score(ctx: Ctx, overrides: dict | None = None, **kwargs):
+    """d: ``score()``; ``overrides`` replace fields of the engine's private task spec
+    (``prefetch``) for an A/B against the engine's defaults."""
     from spark_scoring import score
 
     def build(df):
-        out = score(df.select("id", *ctx.features), ctx.model, batch_size=ctx.batch_size, **kwargs)
-        if prefetch is not None and not kwargs.get("lineage", True):
-            raise SystemExit("combine prefetch and lineage variants in separate variants")
-        if prefetch is not None:
-            out = _with_prefetch(ctx, df, prefetch, kwargs)
+        if overrides:
+            out = _with_spec(ctx, df, overrides, kwargs)
+        else:
+            out = score(df.select("id", *ctx.features), ctx.model, batch_size=ctx.batch_size, **kwargs)
         return out.drop(*ctx.features)
 
     return build
 
 
-def _with_prefetch(ctx: Ctx, df, prefetch: bool, kwargs: dict):
-    """score() rebuilt with ``_TaskSpec.prefetch`` overridden (bench A/B of the engine default)."""
+def _with_spec(ctx: Ctx, df, overrides: dict, kwargs: dict):
+    """score() rebuilt with fields of ``_TaskSpec`` replaced (bench A/B of engine defaults)."""
     import dataclasses
 
     import pyspark.sql.functions as F
@@ -208,8 +207,9 @@ def _with_prefetch(ctx: Ctx, df, prefetch: bool, kwargs: dict):
 
     from spark_scoring.udf import LINEAGE_COLUMNS, ScoringUDF, _score_iterator, scoring_udf
 
+    lineage = kwargs.pop("lineage", True)
     base = scoring_udf(ctx.model, batch_size=ctx.batch_size, spark=ctx.spark, **kwargs)
-    spec = dataclasses.replace(base._spec, prefetch=prefetch)
+    spec = dataclasses.replace(base._spec, **overrides)
 
     def score_batches(batches):
         return _score_iterator(spec, batches)
@@ -217,6 +217,8 @@ def _with_prefetch(ctx: Ctx, df, prefetch: bool, kwargs: dict):
     raw = arrow_udf(score_batches, base.return_type, ArrowUDFType.SCALAR_ITER).asNondeterministic()
     udf = ScoringUDF(base.model, spec, base.input_spec, base.return_type, raw)
     out = df.select("id", *ctx.features).withColumn("prediction", udf())
+    if not lineage:
+        return out
     return out.withColumns({
         LINEAGE_COLUMNS[0]: F.lit(ctx.model.display_name),
         LINEAGE_COLUMNS[1]: F.lit(ctx.model.version).cast("string"),
@@ -224,7 +226,7 @@ def _with_prefetch(ctx: Ctx, df, prefetch: bool, kwargs: dict):
     })
 
 
-def build_direct(ctx: Ctx, prefetch: bool | None = None, **kwargs):
+def build_direct(ctx: Ctx, overrides: dict | None = None, **kwargs):
     from spark_scoring.direct_scan import score_table_direct
 
     path = ctx.ds.delta if ctx.input_format == "delta" else ctx.ds.parquet
@@ -232,7 +234,7 @@ def build_direct(ctx: Ctx, prefetch: bool | None = None, **kwargs):
     def build(_df=None):
         return score_table_direct(
             ctx.spark, path, ctx.model, keep_columns=["id"], batch_size=ctx.batch_size,
-            _prefetch=prefetch, **kwargs
+            _spec_overrides=overrides, **kwargs
         )
 
     return build

@@ -46,10 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default="mlp,hgb", help="comma list of mlp, hgb")
     ap.add_argument("--paths", default=",".join(P.PATHS), help=f"comma list of {', '.join(P.PATHS)}")
-    ap.add_argument("--variants", default="score:prefetch=on",
+    ap.add_argument("--variants", default="score:prefetch=off,direct:prefetch=off",
                     help="extra A/B paths, comma list of base:key=value[;key=value] with keys prefetch "
                          "(on/off), lineage (on/off), batch_size, crbs "
-                         "(spark.sql.parquet.columnarReaderBatchSize); '' for none")
+                         "(spark.sql.parquet.columnarReaderBatchSize), colin (on/off: "
+                         "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled); '' for none")
     ap.add_argument("--batch-size", type=int, default=None, help="model batch size for every path")
     ap.add_argument("--input", choices=("delta", "parquet"), default="delta", help="what Spark paths read")
     ap.add_argument("--scale", type=int, default=10, help="partition-scaling factor (0: skip the check)")
@@ -80,7 +81,7 @@ def _parse_variant(text: str) -> tuple[str, str, dict]:
     opts = {}
     for item in filter(None, rest.split(";")):
         key, _, value = item.partition("=")
-        if key not in ("prefetch", "batch_size", "crbs", "lineage"):
+        if key not in ("prefetch", "batch_size", "crbs", "lineage", "colin"):
             raise SystemExit(f"--variants {text!r}: unknown key {key!r}")
         opts[key] = {"on": True, "off": False}.get(value, value)
     return f"{base}[{rest}]", base, opts
@@ -102,10 +103,13 @@ def _session(args):
 
 def _builder(ctx: P.Ctx, base: str, opts: dict, **extra):
     kwargs = dict(extra)
+    overrides = {}
     if "prefetch" in opts:
+        overrides["prefetch"] = bool(opts["prefetch"])
+    if overrides:
         if base not in ("score", "direct"):
             raise SystemExit("prefetch variants exist for score and direct only")
-        kwargs["prefetch"] = bool(opts["prefetch"])
+        kwargs["overrides"] = overrides
     if "lineage" in opts:
         if base not in ("score", "direct"):
             raise SystemExit("lineage variants exist for score and direct only")
@@ -225,7 +229,6 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 outputs[label] = _builder(ctx, base, opts)(ctx.read())
         builds[label] = time.perf_counter() - t0
     spark = entries[0][1].spark
-    crbs_default = spark.conf.get("spark.sql.parquet.columnarReaderBatchSize")
     for r in range(repeats):
         for label, ctx, name in entries:
             gc.collect()
@@ -239,13 +242,11 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": 0.0, "rows": rows, **meta, "peak_worker_mb": None}
             else:
                 base, opts = specs[name]
-                if "crbs" in opts:
-                    spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", str(opts["crbs"]))
                 group = f"bench-{tag}-{label}-{r}"
                 log_lines = _lines(ctx.load_log)
-                with _confs(spark, ctx.extra.get("conf", {})), P.PeakSampler(spark) as sampler:
+                with _confs(spark, {**ctx.extra.get("conf", {}), **_variant_confs(opts)}), \
+                        P.PeakSampler(spark) as sampler:
                     wall, cpu, cpu_jvm = P.time_spark(spark, outputs[label], group)
-                spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", crbs_default)
                 rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": cpu_jvm, "rows": ctx.ds.rows,
                        "tasks": P.spark_tasks(spark, group),
                        "peak_worker_mb": sampler.max_mb, "growth_worker_mb": sampler.growth_mb,
@@ -261,6 +262,16 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                   f"{ctx.ds.rows / rec['wall_s'] / 1e6:6.3f} M rows/s  peak "
                   f"{rec.get('peak_worker_mb') or 0:6.0f} MB  load {load:.1f}", flush=True)
     return runs, builds
+
+
+def _variant_confs(opts: dict) -> dict:
+    """Session confs a variant sets for its own runs (and restores after)."""
+    conf = {}
+    if "crbs" in opts:
+        conf["spark.sql.parquet.columnarReaderBatchSize"] = str(opts["crbs"])
+    if "colin" in opts:
+        conf["spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"] = "true" if opts["colin"] else "false"
+    return conf
 
 
 @contextlib.contextmanager

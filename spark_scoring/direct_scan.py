@@ -22,6 +22,7 @@ non-partition column, or a file system pyarrow cannot open.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -289,8 +290,13 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
     fallback scores; its schema types the partition values, and its
     ``inputFiles()`` cross-checks the file list replayed from the Delta log.
     """
-    fs, root = _fs(path)
-    is_delta = fs.get_file_info(root + "/_delta_log").type.name == "Directory"
+    try:
+        fs, root = _fs(path)
+        is_delta = fs.get_file_info(root + "/_delta_log").type.name == "Directory"
+    except Exception:  # noqa: BLE001 - a file system pyarrow cannot reach: ask Delta
+        from delta.tables import DeltaTable
+
+        is_delta = DeltaTable.isDeltaTable(spark, path)
     fmt = "delta" if is_delta else "parquet"
     if version is not None and not is_delta:
         raise SchemaMismatchError(f"version={version!r} given, but {path!r} is not a Delta table.")
@@ -298,8 +304,9 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
         if is_delta:
             pinned, protocol, metadata, adds = _read_delta_log(path, version)
             version = pinned
-    except _Fallback as exc:
-        return ScanPlan(path, fmt, version, False, str(exc)), _normal_read(spark, path, fmt, version)
+    except Exception as exc:  # noqa: BLE001 - any planning problem: the normal read decides
+        reason = str(exc) if isinstance(exc, _Fallback) else f"could not read the Delta log ({type(exc).__name__}: {exc})"
+        return ScanPlan(path, fmt, version, False, reason), _normal_read(spark, path, fmt, version)
     df = _normal_read(spark, path, fmt, version)
     try:
         spark_files = sorted(_local(f) for f in df.inputFiles())
@@ -313,6 +320,8 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
         return plan, df
     except _Fallback as exc:
         return ScanPlan(path, fmt, version, False, str(exc)), df
+    except OSError as exc:  # e.g. no credentials for pyarrow on the driver
+        return ScanPlan(path, fmt, version, False, f"pyarrow could not list the files ({exc})"), df
 
 
 def _parquet_partition_columns(files: list[str], path: str) -> tuple[str, ...]:
@@ -394,7 +403,7 @@ class _ScanSpec:
     device: str
     on_null: str
     diagnostics: bool
-    prefetch: bool | None = None  # None: on CUDA only, as in spark_scoring.udf
+    prefetch: bool = True  # as in spark_scoring.udf (bench/RESULTS.md)
 
 
 def _task_predictor(spec: _ScanSpec):
@@ -419,8 +428,7 @@ def _task_predictor(spec: _ScanSpec):
     )
     runner = _make_runner(spec.kind, model, dev, spec.model_names, handle.predict_method, None)
     predictor = Predictor(runner, names=spec.feature_cols, output=spec.output, batch_size=spec.batch_size,
-                          on_null=spec.on_null,
-                          prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch)
+                          on_null=spec.on_null, prefetch=spec.prefetch)
     return predictor, dev
 
 
@@ -575,7 +583,7 @@ def score_table_direct(
     on_null: str = "error",
     lineage: bool = True,
     diagnostics: bool = False,
-    _prefetch: bool | None = None,
+    _spec_overrides: dict | None = None,
 ):
     """Score the Delta table (pinned to ``version``, default: the latest now) or Parquet folder at ``path``.
 
@@ -669,8 +677,9 @@ def score_table_direct(
         device=device,
         on_null=on_null,
         diagnostics=diagnostics,
-        prefetch=_prefetch,  # benchmark A/B only
     )
+    if _spec_overrides:  # benchmark A/B of executor settings (prefetch)
+        spec = dataclasses.replace(spec, **_spec_overrides)
     rows = [(list(p for p, _s, _l, _v in t), [s for _p, s, _l, _v in t], [n for _p, _s, n, _v in t],
              [v for _p, _s, _l, v in t]) for t in plan.tasks]
     task_schema = "paths array<string>, starts array<bigint>, lengths array<bigint>, parts array<string>"

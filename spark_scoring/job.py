@@ -297,7 +297,8 @@ class _Run:
                 continue
             app = meta.get("txn_app_id") if isinstance(meta, dict) else None
             if app and app not in found:  # history is newest first
-                found[app] = (int(meta.get("input_version", -1)), {**meta, "version": entry.get("version")})
+                found[app] = (int(meta.get("input_version", -1)),
+                              {**meta, "version": entry.get("version"), "metrics": entry.get("operationMetrics")})
         return found
 
     def _plan_units(self, requested: Sequence[str] | None) -> list[tuple[Any, str | None, int]]:
@@ -384,7 +385,9 @@ class _Run:
             "rows_quarantined": bad,
         }
         condition = bad_condition(self.checks)
-        if bad:
+        if bad or self._stale_quarantine(value):
+            # a clean rescore still replaces the partition's quarantine: rows quarantined
+            # by an earlier run of the same input would otherwise no longer reconcile
             self._quarantine(part_df.where(condition), app_id, txn_version, metadata, value)
         good = part_df.where(~condition) if bad else part_df
         scored = self._score(good)
@@ -403,12 +406,7 @@ class _Run:
         )
         if result.skipped:
             return self._recover(app_id, text, started)
-        written = self._written_rows(result.table_version)
-        if written is not None and written != rows_in - bad:
-            raise ReconciliationError(
-                f"partition {column}={text!r}: rows in {rows_in} = scored {rows_in - bad} + quarantined "
-                f"{bad}, but the Delta commit v{result.table_version} wrote {written} rows."
-            )
+        self._reconcile(text, rows_in, bad, result.table_version, self._written_rows(result.table_version))
         if _test_hook:
             _test_hook("after_commit", text)
         return PartitionResult(
@@ -449,6 +447,18 @@ class _Run:
             )
         return df.withColumns(lineage).drop(*tmp_names.values())
 
+    def _stale_quarantine(self, value: Any) -> bool:
+        """Driver: does the quarantine table hold rows of this partition that a rescore must clear?"""
+        if self.quarantine_ref is None or self.cfg.input.mode == "changes":
+            return False
+        if not self.quarantine_ref.exists(self.spark):
+            return False
+        column = self.cfg.input.partition_by
+        table = self.quarantine_ref.read(self.spark)
+        if column is not None:
+            table = table.where(partition_predicate(column, value))
+        return bool(table.limit(1).count())
+
     def _quarantine(self, bad_df, app_id: str, txn_version: int, metadata: dict, value: Any) -> None:
         import pyspark.sql.functions as F
 
@@ -474,16 +484,24 @@ class _Run:
             user_metadata=metadata,
         )
 
+    def _reconcile(self, text: str | None, rows_in: int, bad: int, version: int | None,
+                   written: int | None) -> None:
+        """Driver: rows in = scored + quarantined must match what the Delta commit wrote."""
+        if written is None or written == rows_in - bad:
+            return
+        raise ReconciliationError(
+            f"partition {self.cfg.input.partition_by}={text!r}: rows in {rows_in} = scored {rows_in - bad} "
+            f"+ quarantined {bad}, but the Delta commit v{version} of {self.output_ref.name!r} wrote {written} "
+            "rows. The commit stays in the table's history; inspect it (DESCRIBE HISTORY), then rescore the "
+            "partition with force: true (or --set force=true)."
+        )
+
     def _written_rows(self, version: int | None) -> int | None:
         if version is None:
             return None
         for entry in self.output_ref.history(self.spark, limit=5):
             if int(entry.get("version", -1)) == version:
-                m = entry.get("operationMetrics") or {}
-                if "numSourceRows" in m:
-                    return int(m["numSourceRows"])
-                if "numOutputRows" in m:
-                    return int(m["numOutputRows"])
+                return _rows_written(entry.get("operationMetrics"))
         return None
 
     def _recover(self, app_id: str, text: str | None, started: float) -> PartitionResult:
@@ -491,6 +509,10 @@ class _Run:
         if app_id not in self.committed:
             self.committed = self._committed_from_history()
         _v, meta = self.committed.get(app_id, (None, {}))
+        # a commit whose rows did not reconcile failed its run: it must not turn into a success now
+        if "rows_in" in meta:
+            self._reconcile(text, int(meta["rows_in"]), int(meta.get("rows_quarantined", 0)),
+                            meta.get("version"), _rows_written(meta.get("metrics")))
         return PartitionResult(
             text,
             "recovered",
@@ -526,6 +548,15 @@ class _Run:
             finished_at=dt.datetime.now(dt.timezone.utc),
         )
         audit_mod.write_audit(self.spark, self.audit_table, [rec])
+
+
+def _rows_written(metrics: Mapping[str, Any] | None) -> int | None:
+    """Rows a WRITE or MERGE commit took in, from its ``operationMetrics`` (None: not recorded)."""
+    m = metrics or {}
+    for key in ("numSourceRows", "numOutputRows"):
+        if m.get(key) is not None:
+            return int(m[key])
+    return None
 
 
 def run_job(

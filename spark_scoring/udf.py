@@ -134,9 +134,9 @@ class _TaskSpec:
     on_null: str
     autocast: str | None
     diagnostics: bool
-    #: Prepare batch n+1 in a thread while batch n runs: None = on CUDA only (on CPU the
-    #: thread only competes for the task's core; measured in bench/RESULTS.md).
-    prefetch: bool | None = None
+    #: Prepare batch n+1 in a thread while batch n runs (on CPU it measured within +-6% of
+    #: off, either sign, in bench/RESULTS.md; on CUDA it overlaps host work with the GPU).
+    prefetch: bool = True
 
 
 def _score_iterator(spec: _TaskSpec, batches: Iterator) -> Iterator[pa.Array]:
@@ -165,7 +165,7 @@ def _score_iterator(spec: _TaskSpec, batches: Iterator) -> Iterator[pa.Array]:
         output=spec.output,
         batch_size=spec.batch_size,
         on_null=spec.on_null,
-        prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch,
+        prefetch=spec.prefetch,
     )
 
     def as_tuples(it):

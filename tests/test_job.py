@@ -26,6 +26,7 @@ from spark_scoring.errors import (
     BadRowsError,
     ChangeFeedError,
     ConfigError,
+    ReconciliationError,
     SchemaMismatchError,
     ScoringError,
     WriteConflictError,
@@ -419,6 +420,67 @@ def test_challenger_rescores_one_partition_atomically(spark, customers, customer
 
 
 # ---------------------------------------------------------------- bad rows
+def test_clean_rescore_clears_the_partitions_old_quarantine_rows(spark, registry, customers_pd, tmp_path):
+    """A partition whose bad rows were fixed upstream is rescored clean: its earlier
+    quarantine rows go, so output + quarantine still equals the input."""
+    inp, out = str(tmp_path / "customers"), str(tmp_path / "scores")
+    write_clean_input(spark, inp, customers_pd)
+    cfg = job_config(inp, out)
+    first = run_job(cfg, spark=spark, reporter=quiet())
+    assert first.rows_quarantined == 9
+
+    fixed = customers_pd[customers_pd["ds"] == PARTS[0]].copy()
+    features = list(FEATURES)
+    fixed[features] = fixed[features].astype(np.float64).replace([np.inf, -np.inf], np.nan).fillna(0.5)
+    spark_frame(spark, fixed).write.format("delta").mode("overwrite") \
+        .option("replaceWhere", f"ds = '{PARTS[0]}'").save(inp)
+
+    rerun = run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert [(p.partition, p.status, p.rows_quarantined) for p in rerun.partitions] == [(PARTS[0], "scored", 0)]
+    quarantine = read(spark, out + "_quarantine").toPandas()
+    assert sorted(set(quarantine["ds"])) == list(PARTS[1:])
+    assert len(quarantine) == 6
+    assert read(spark, out).count() + len(quarantine) == read(spark, inp).count() == 3 * ROWS
+    # the clearing commit is stamped like every other one
+    meta = output_commits(spark, out + "_quarantine")[-1][2]
+    assert (meta["partition"], meta["rows_quarantined"], meta["spark_scoring_run_id"]) == (PARTS[0], 0, rerun.run_id)
+    # once clear, a clean rescore (new input version) writes no quarantine commit at all
+    version = latest_version(spark, out + "_quarantine")
+    spark_frame(spark, fixed).write.format("delta").mode("overwrite") \
+        .option("replaceWhere", f"ds = '{PARTS[0]}'").save(inp)
+    again = run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert [p.status for p in again.partitions] == ["scored"]
+    assert latest_version(spark, out + "_quarantine") == version
+
+
+def test_commit_that_does_not_reconcile_fails_and_stays_failed_until_forced(
+    spark, customers, customers_pd, tmp_path, monkeypatch
+):
+    """A commit that wrote a different row count than was counted fails its run; a
+    plain rerun must not report it as recovered; force: true rescores it."""
+    out = str(tmp_path / "scores")
+    cfg = job_config(customers, out)
+    counted = job_mod.count_rows
+
+    def one_row_too_many(df, checks):  # the count disagrees with what the write will see
+        rows_in, bad, per_column = counted(df, checks)
+        return rows_in + 1, bad, per_column
+
+    monkeypatch.setattr(job_mod, "count_rows", one_row_too_many)
+    with pytest.raises(ReconciliationError, match=rf"ds='{PARTS[0]}'.*scored 18.*wrote 17 rows") as first:
+        run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert first.value.exit_code == 1
+    monkeypatch.undo()
+
+    with pytest.raises(ReconciliationError, match="force: true"):
+        run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert "recovered" not in {a["status"] for a in audit_rows(spark, out)}
+
+    forced = run_job({**cfg, "force": True}, partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert [(p.status, p.rows_in, p.rows_scored) for p in forced.partitions] == [("scored", ROWS, ROWS - 3)]
+    assert_scored(read(spark, out).toPandas(), customers_pd[customers_pd["ds"] == PARTS[0]])
+
+
 def test_bad_rows_fail_names_columns_and_counts_and_writes_nothing_for_the_partition(
     spark, registry, tmp_path
 ):
