@@ -214,10 +214,21 @@ class EngineConfig(_Strict):
         None, strict=True, gt=0,
         description="rows per model call (re-batched across Arrow batches); absent: one call per batch",
     )
+    arrow_batch_rows: int | None = Field(
+        16384, strict=True, gt=0, le=1_048_576,
+        description="rows per Arrow batch Spark hands the UDF: sets spark.sql.parquet.columnarReaderBatchSize "
+                    "and spark.sql.execution.arrow.maxRecordsPerBatch while the job scores (measured against "
+                    "Spark's 4096 in bench/RESULTS.md); null: keep the session's values",
+    )
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = Field(
         "auto", description="auto, cpu, cuda or cuda:N"
     )
-    path: Literal["auto", "udf", "direct_scan"] = Field("auto", description="auto, udf or direct_scan")
+    path: Literal["auto", "udf", "direct_scan"] = Field(
+        "auto",
+        description="auto: the direct Arrow scan for clean partitions of a snapshot job with one torch or "
+                    "scikit-learn model, else the UDF path; udf: always the UDF path; direct_scan: as auto, "
+                    "logging each partition that cannot take it",
+    )
     result_type: Name | None = Field(
         None, description="a Spark DDL type string overriding the model signature's output"
     )

@@ -53,7 +53,7 @@ from .errors import (
     WriteConflictError,
 )
 from .progress import Reporter
-from .session import set_job_description
+from .session import arrow_batch_rows, set_job_description
 from .quality import bad_condition, count_rows, feature_checks, reason_column
 from .registry import ScoringModel, load_model
 from .signature import InputSpec, plan_feature_casts
@@ -345,6 +345,10 @@ class _Run:
 
     def score_unit(self, value: Any, text: str | None, source=None) -> PartitionResult:
         """Score one partition of ``source`` (default: the pinned snapshot) and commit it."""
+        with arrow_batch_rows(self.spark, self.cfg.engine.arrow_batch_rows):
+            return self._score_unit(value, text, source)
+
+    def _score_unit(self, value: Any, text: str | None, source=None) -> PartitionResult:
         cfg, spark = self.cfg, self.spark
         started = time.monotonic()
         column = cfg.input.partition_by
@@ -390,7 +394,8 @@ class _Run:
             # by an earlier run of the same input would otherwise no longer reconcile
             self._quarantine(part_df.where(condition), app_id, txn_version, metadata, value)
         good = part_df.where(~condition) if bad else part_df
-        scored = self._score(good)
+        scored, engine_path = self._score(good, value, clean=not bad)
+        metadata["engine_path"] = engine_path
         set_job_description(spark, f"spark_scoring {self.output_ref.name}: {column}={text} (score+write)")
         result = write_partition(
             spark,
@@ -413,10 +418,49 @@ class _Run:
             text, "scored", rows_in, rows_in - bad, bad, time.monotonic() - started, result.table_version
         )
 
-    def _score(self, df):
+    def _direct(self, value: Any, clean: bool):
+        """Driver: the partition scored by the direct Arrow scan (:mod:`spark_scoring.direct_scan`),
+        as ``(DataFrame, path)``, or ``(None, reason)`` where the job uses the UDF path."""
+        cfg = self.cfg
+        if cfg.engine.path == "udf":
+            return None, "udf"
+        why = None
+        if cfg.input.mode != "snapshot":
+            why = "input.mode changes scores changed rows, not files"
+        elif len(self.plans) != 1:
+            why = "more than one model"
+        elif not clean:
+            why = "the partition has bad rows (they are filtered in Spark)"
+        elif cfg.engine.result_type is not None:
+            why = "engine.result_type is set"
+        elif any(chk.needs_cast for chk in self.checks):
+            why = "string features are parsed in Spark"
+        if why is not None:
+            if cfg.engine.path == "direct_scan":
+                log.warning("engine.path direct_scan: partition %r uses the UDF path: %s", value, why)
+            return None, f"udf ({why})"
+        from .direct_scan import score_table_direct
+
+        p, column = self.plans[0], cfg.input.partition_by
+        out = score_table_direct(
+            self.spark, self.input_ref.location(self.spark), p.model,
+            version=int(self.input_version), features=list(p.columns), keep_columns=self.snapshot.columns,
+            output_col=p.output_column, partition_filter=None if column is None else {column: value},
+            batch_size=cfg.engine.batch_size, device=cfg.engine.device, lineage=False,
+        )
+        plan = getattr(out, "spark_scoring_scan", None)
+        if plan is not None and not plan.direct:  # scored by score() instead; the reason was logged
+            return out, f"udf ({plan.reason})"
+        return out, "direct_scan"
+
+    def _score(self, df, value: Any = None, clean: bool = False):
+        """Driver: ``df`` plus the prediction column(s) and lineage, and which path scores it."""
         import pyspark.sql.functions as F
 
         cfg = self.cfg
+        direct, engine_path = self._direct(value, clean)
+        if direct is not None:
+            return self._with_lineage(direct), engine_path
         tmp_names = {}
         for chk in self.checks:
             if chk.needs_cast:
@@ -434,6 +478,11 @@ class _Run:
             )
             args = [F.col(quote_identifier(tmp_names.get(c, c))) for c in p.columns]  # "a.b" is one column
             df = df.withColumn(p.output_column, udf(*args))
+        return self._with_lineage(df).drop(*tmp_names.values()), engine_path
+
+    def _with_lineage(self, df):
+        import pyspark.sql.functions as F
+
         first = self.plans[0].model
         lineage = {
             "model_name": F.lit(first.display_name),
@@ -445,7 +494,7 @@ class _Run:
             lineage["model_versions"] = F.create_map(
                 *[x for p in self.plans for x in (F.lit(p.output_column), F.lit(p.model.uri))]
             )
-        return df.withColumns(lineage).drop(*tmp_names.values())
+        return df.withColumns(lineage)
 
     def _stale_quarantine(self, value: Any) -> bool:
         """Driver: does the quarantine table hold rows of this partition that a rescore must clear?"""

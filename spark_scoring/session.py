@@ -9,13 +9,15 @@ same job code runs unchanged on a laptop and on a cluster.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "set_job_description", "DEFAULT_CONF"]
+__all__ = ["get_spark", "set_job_description", "arrow_batch_rows", "DEFAULT_CONF", "ARROW_BATCH_CONFS"]
 
 #: Settings for the local session. Arrow is on (all our UDFs are Arrow UDFs),
 #: timestamps are UTC so ``scored_at`` means the same on every machine.
@@ -98,6 +100,50 @@ def set_job_description(spark, text: str) -> None:
     if type(spark).__module__.startswith("pyspark.sql.connect"):
         return
     spark.sparkContext.setJobDescription(text)
+
+
+#: The settings that size the Arrow batches a scalar Arrow UDF receives. Spark 4.2
+#: hands the Parquet (and Delta) reader's columnar batches straight to Arrow UDFs
+#: (``spark.sql.execution.arrow.pythonUDF.columnarInput.enabled``, on by default),
+#: so ``columnarReaderBatchSize`` (default 4096) is the one that applies there;
+#: ``maxRecordsPerBatch`` (default 10000) applies to every other input.
+ARROW_BATCH_CONFS = ("spark.sql.parquet.columnarReaderBatchSize", "spark.sql.execution.arrow.maxRecordsPerBatch")
+
+_log = logging.getLogger(__name__)
+
+
+@contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int | None) -> Iterator[None]:
+    """Driver: Spark actions run inside the block hand Arrow UDFs batches of ``rows`` rows.
+
+    Sets :data:`ARROW_BATCH_CONFS` on the session for the block and restores the
+    earlier values after (``rows=None``: leave the session alone). The confs are
+    session-wide: another thread's actions on the same session see them too,
+    which changes its batch sizes, never its results. A server that refuses the
+    setting (some managed Spark Connect services) is logged and scoring goes on
+    at the session's batch size.
+    """
+    if rows is None:
+        yield
+        return
+    before: dict[str, str | None] = {}
+    for key in ARROW_BATCH_CONFS:
+        try:
+            before[key] = spark.conf.get(key, None)
+            spark.conf.set(key, str(int(rows)))
+        except Exception as exc:  # noqa: BLE001 - keep scoring at the session's batch size
+            _log.warning("could not set %s=%s (%s); Arrow batches keep the session's size", key, rows, exc)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            try:
+                if value is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, value)
+            except Exception as exc:  # noqa: BLE001 - restoring is best effort
+                _log.warning("could not restore %s=%s (%s)", key, value, exc)
 
 
 def _apply_runtime_conf(spark: SparkSession, conf: Mapping[str, str]) -> None:

@@ -391,6 +391,34 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
     assert run_job(cfg, spark=spark, reporter=quiet()).nothing_to_do
 
 
+def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(spark, registry, customers_pd, tmp_path):
+    """auto: clean partitions are scored by the direct Arrow scan, a partition with bad
+    rows by the UDF path; the rows equal an all-UDF run and the commit says which path."""
+    frame = customers_pd.copy()
+    features = list(FEATURES)
+    clean = frame["ds"] != PARTS[2]
+    frame.loc[clean, features] = (frame.loc[clean, features].astype(np.float64)
+                                  .replace([np.inf, -np.inf], np.nan).fillna(0.25))
+    inp = write_clean_input(spark, str(tmp_path / "customers"), frame)
+    runs = {}
+    for path in ("auto", "udf"):
+        out = str(tmp_path / f"scores_{path}")
+        runs[path] = run_job(job_config(inp, out, engine={"path": path}), spark=spark, reporter=quiet())
+        assert (runs[path].rows_in, runs[path].rows_quarantined) == (3 * ROWS, 3)
+        commits = output_commits(spark, out)
+        used = {m["partition"]: m["engine_path"] for _v, _op, m in commits}
+        if path == "auto":
+            assert used[PARTS[0]] == used[PARTS[1]] == "direct_scan"
+            assert used[PARTS[2]].startswith("udf (the partition has bad rows")
+        else:
+            assert set(used.values()) == {"udf"}
+    auto = read(spark, str(tmp_path / "scores_auto")).drop(*VOLATILE)
+    udf = read(spark, str(tmp_path / "scores_udf")).drop(*VOLATILE)
+    assert auto.columns == udf.columns
+    assertDataFrameEqual(auto, udf)
+    assert_scored(read(spark, str(tmp_path / "scores_auto")).toPandas(), frame)
+
+
 def test_challenger_rescores_one_partition_atomically(spark, customers, customers_pd, reference, tmp_path):
     out = str(tmp_path / "scores")
     copy_tables(reference[0], out)
