@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default="mlp,hgb", help="comma list of mlp, hgb")
     ap.add_argument("--paths", default=",".join(P.PATHS), help=f"comma list of {', '.join(P.PATHS)}")
-    ap.add_argument("--variants", default="score:prefetch=off,direct:prefetch=off",
+    ap.add_argument("--variants", default="score:crbs=4096,score:prefetch=off,direct:prefetch=off",
                     help="extra A/B paths, comma list of base:key=value[;key=value] with keys prefetch "
                          "(on/off), lineage (on/off), batch_size, crbs "
                          "(spark.sql.parquet.columnarReaderBatchSize), colin (on/off: "
@@ -244,7 +244,7 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 base, opts = specs[name]
                 group = f"bench-{tag}-{label}-{r}"
                 log_lines = _lines(ctx.load_log)
-                with _confs(spark, {**ctx.extra.get("conf", {}), **_variant_confs(opts)}), \
+                with _confs(spark, {**ctx.extra.get("conf", {}), **_variant_confs(base, opts)}), \
                         P.PeakSampler(spark) as sampler:
                     wall, cpu, cpu_jvm = P.time_spark(spark, outputs[label], group)
                 rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": cpu_jvm, "rows": ctx.ds.rows,
@@ -264,9 +264,18 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
     return runs, builds
 
 
-def _variant_confs(opts: dict) -> dict:
-    """Session confs a variant sets for its own runs (and restores after)."""
+def _variant_confs(base: str, opts: dict) -> dict:
+    """Session confs a path or variant sets for its own runs (and restores after).
+
+    ``score`` runs with the Arrow batch size ``run_job`` sets by default
+    (``engine.arrow_batch_rows``); every other path keeps Spark's defaults.
+    """
+    from spark_scoring.config import EngineConfig
+    from spark_scoring.session import ARROW_BATCH_CONFS
+
     conf = {}
+    if base == "score":
+        conf.update(dict.fromkeys(ARROW_BATCH_CONFS, str(EngineConfig().arrow_batch_rows)))
     if "crbs" in opts:
         conf["spark.sql.parquet.columnarReaderBatchSize"] = str(opts["crbs"])
     if "colin" in opts:

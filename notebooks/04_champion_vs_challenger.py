@@ -12,7 +12,7 @@
 
 # COMMAND ----------
 
-import os
+from spark_scoring import notebook
 
 PARAMS = {  # name: default. A widget on Databricks; locally $SPARK_SCORING_<NAME> overrides it.
     "workspace": "demo_workspace",
@@ -26,23 +26,7 @@ PARAMS = {  # name: default. A widget on Databricks; locally $SPARK_SCORING_<NAM
     "output_table": "",  # default: <workspace>/tables/customer_scores_compare
     "threshold": "0.5",  # a score >= threshold is a positive decision, for the agreement rate
 }
-try:
-    dbutils  # noqa: F821 - defined in Databricks notebooks only
-except NameError:
-    params = {k: os.environ.get(f"SPARK_SCORING_{k.upper()}", v) for k, v in PARAMS.items()}
-else:
-    for key, default in PARAMS.items():
-        dbutils.widgets.text(key, default)  # noqa: F821
-    params = {k: dbutils.widgets.get(k) for k in PARAMS}  # noqa: F821
-
-
-def show(obj):
-    """display() in Databricks / Jupyter, else a plain print."""
-    try:
-        display(obj)  # noqa: F821
-    except NameError:
-        obj.show(truncate=False) if hasattr(obj, "show") else print(obj)
-
+params, show = notebook.setup(PARAMS, globals())  # widgets on Databricks, else $SPARK_SCORING_<NAME>
 
 # COMMAND ----------
 
@@ -56,11 +40,7 @@ from spark_scoring import demo, get_spark
 
 spark = get_spark()
 workspace = Path(params["workspace"]).resolve()
-if params["demo"] == "true":
-    demo.setup_registry(params["registry_dir"] or workspace / "mlflow")
-    table = workspace / "tables" / "customers"
-    if not (table / "_delta_log").exists():
-        demo.build_customers_table(spark, str(table), demo.demo_frame(rows_per_partition=int(params["demo_rows"])))
+table = notebook.demo_table(spark, params)  # with demo=true: the demo registry and table, where missing
 
 # COMMAND ----------
 

@@ -212,7 +212,8 @@ class EngineConfig(_Strict):
 
     batch_size: int | None = Field(
         None, strict=True, gt=0,
-        description="rows per model call (re-batched across Arrow batches); absent: one call per batch",
+        description="rows per model call (re-batched across Arrow batches); absent: 8192 for torch and "
+                    "pyfunc, 16384 for scikit-learn",
     )
     arrow_batch_rows: int | None = Field(
         16384, strict=True, gt=0, le=1_048_576,
