@@ -63,10 +63,17 @@ def _latest_per_key(changes, keys):
     return latest.drop("__rn", *[c for c in _CDF_COLUMNS if c in changes.columns])
 
 
-def run_changes(run, t0: float):
+def run_changes(run, t0: float, partitions=None):
     """Driver: the body of ``run_job`` for ``input.mode: changes``; returns a JobResult."""
+    from .errors import ConfigError, ScoringError
     from .job import JobResult, PartitionResult, _spark_error_text
-    from .errors import ScoringError
+
+    if partitions:
+        raise ConfigError(
+            f"--partition / partitions={list(partitions)!r} cannot be used with input.mode: changes: the "
+            "Change Data Feed decides which rows are scored. Fix: drop the partitions, or run with "
+            "--set input.mode=snapshot to score those partitions."
+        )
 
     cfg, spark, reporter = run.cfg, run.spark, run.reporter
     run.prepare(None, plan_units=False)

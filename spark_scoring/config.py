@@ -174,6 +174,12 @@ class InputConfig(_Strict):
                 "input.partition_by to be set when input.partitions is given",
                 "set input.partition_by to the partition column, or remove input.partitions",
                 key="partition_by")])
+        if self.partitions is not None and self.mode == "changes":
+            raise _Rules([_Invalid(
+                "no input.partitions with input.mode: changes (the Change Data Feed decides which rows "
+                "are scored)",
+                "remove input.partitions, or use input.mode: snapshot to score given partitions",
+                key="partitions", value=list(self.partitions))])
         return self
 
 

@@ -634,7 +634,7 @@ def run_job(
     if cfg.input.mode == "changes":
         from .changes import run_changes
 
-        return run_changes(run, t0)
+        return run_changes(run, t0, partitions)
     run.prepare(partitions)
     done = audit_mod.scored_partitions(spark, run.audit_table, run.job_key)
     todo, results = [], []

@@ -230,6 +230,12 @@ def test_partitions_need_partition_by_and_a_list():
         load_config(cfg(input={"table": "t", "partition_by": "ds", "partitions": []}))
 
 
+def test_changes_mode_refuses_partitions():
+    with pytest.raises(ConfigError, match=r"- input\.partitions: got \['a'\]; expected no input\.partitions with "
+                                          r"input\.mode: changes.*Fix: remove input\.partitions"):
+        load_config(cfg(input={"table": "t", "partition_by": "ds", "partitions": ["a"], "mode": "changes"}))
+
+
 def test_required_keys_missing():
     with pytest.raises(ConfigError, match=r"- input: got nothing; expected a value \(this key is required\)\. "
                                           r"Fix: add 'input': the input table"):

@@ -748,6 +748,14 @@ def test_changes_mode_change_feed_error_names_the_fix(spark, registry, tmp_path,
     assert latest_version(spark, out) == version
 
 
+def test_changes_mode_refuses_cli_partitions_before_reading(spark, registry, customers, tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"cannot be used with input\.mode: changes.*input\.mode=snapshot") as info:
+        run_job(changes_config(customers, out), partitions=[PARTS[0]], spark=spark, reporter=quiet())
+    assert info.value.exit_code == 2
+    assert not table_exists(spark, out)
+
+
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize("case", ["missing_partition", "missing_input", "unknown_feature", "output_partitioned",
                                   "quarantine_partitioned"])
