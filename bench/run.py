@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default="mlp,hgb", help="comma list of mlp, hgb")
     ap.add_argument("--paths", default=",".join(P.PATHS), help=f"comma list of {', '.join(P.PATHS)}")
-    ap.add_argument("--variants", default="score:crbs=4096,score:prefetch=off,direct:prefetch=off",
+    ap.add_argument("--variants", default="score:crbs=16384,score:prefetch=on,direct:prefetch=on",
                     help="extra A/B paths, comma list of base:key=value[;key=value] with keys prefetch "
                          "(on/off), lineage (on/off), batch_size, crbs "
                          "(spark.sql.parquet.columnarReaderBatchSize), colin (on/off: "
@@ -268,14 +268,15 @@ def _variant_confs(base: str, opts: dict) -> dict:
     """Session confs a path or variant sets for its own runs (and restores after).
 
     ``score`` runs with the Arrow batch size ``run_job`` sets by default
-    (``engine.arrow_batch_rows``); every other path keeps Spark's defaults.
+    (``engine.arrow_batch_rows``; none: Spark's); every other path keeps Spark's defaults.
     """
     from spark_scoring.config import EngineConfig
     from spark_scoring.session import ARROW_BATCH_CONFS
 
     conf = {}
-    if base == "score":
-        conf.update(dict.fromkeys(ARROW_BATCH_CONFS, str(EngineConfig().arrow_batch_rows)))
+    rows = EngineConfig().arrow_batch_rows
+    if base == "score" and rows is not None:
+        conf.update(dict.fromkeys(ARROW_BATCH_CONFS, str(rows)))
     if "crbs" in opts:
         conf["spark.sql.parquet.columnarReaderBatchSize"] = str(opts["crbs"])
     if "colin" in opts:

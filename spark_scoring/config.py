@@ -222,10 +222,10 @@ class EngineConfig(_Strict):
                     "pyfunc, 16384 for scikit-learn",
     )
     arrow_batch_rows: int | None = Field(
-        16384, strict=True, gt=0, le=1_048_576,
+        None, strict=True, gt=0, le=1_048_576,
         description="rows per Arrow batch Spark hands the UDF: sets spark.sql.parquet.columnarReaderBatchSize "
-                    "and spark.sql.execution.arrow.maxRecordsPerBatch while the job scores (measured against "
-                    "Spark's 4096 in bench/RESULTS.md); null: keep the session's values",
+                    "and spark.sql.execution.arrow.maxRecordsPerBatch while the job scores; absent: the "
+                    "session's values (Spark's 4096 measured as fast as 16384, bench/RESULTS.md)",
     )
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = Field(
         "auto", description="auto, cpu, cuda or cuda:N"

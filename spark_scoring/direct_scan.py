@@ -403,7 +403,7 @@ class _ScanSpec:
     device: str
     on_null: str
     diagnostics: bool
-    prefetch: bool = True  # as in spark_scoring.udf (bench/RESULTS.md)
+    prefetch: bool | None = None  # None: on CUDA only, as in spark_scoring.udf
 
 
 def _task_predictor(spec: _ScanSpec):
@@ -428,7 +428,8 @@ def _task_predictor(spec: _ScanSpec):
     )
     runner = _make_runner(spec.kind, model, dev, spec.model_names, handle.predict_method, None)
     predictor = Predictor(runner, names=spec.feature_cols, output=spec.output, batch_size=spec.batch_size,
-                          on_null=spec.on_null, prefetch=spec.prefetch)
+                          on_null=spec.on_null,
+                          prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch)
     return predictor, dev
 
 

@@ -134,9 +134,10 @@ class _TaskSpec:
     on_null: str
     autocast: str | None
     diagnostics: bool
-    #: Prepare batch n+1 in a thread while batch n runs (on CPU it measured within +-6% of
-    #: off, either sign, in bench/RESULTS.md; on CUDA it overlaps host work with the GPU).
-    prefetch: bool = True
+    #: Prepare batch n+1 in a thread while batch n runs. None: on CUDA only, where it
+    #: overlaps host work with the GPU; on CPU it measured within noise of off on both
+    #: models (bench/RESULTS.md), so the task keeps its one core to itself.
+    prefetch: bool | None = None
 
 
 def _score_iterator(spec: _TaskSpec, batches: Iterator) -> Iterator[pa.Array]:
@@ -165,7 +166,7 @@ def _score_iterator(spec: _TaskSpec, batches: Iterator) -> Iterator[pa.Array]:
         output=spec.output,
         batch_size=spec.batch_size,
         on_null=spec.on_null,
-        prefetch=spec.prefetch,
+        prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch,
     )
 
     def as_tuples(it):

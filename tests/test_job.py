@@ -419,6 +419,22 @@ def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(spark, regi
     assert_scored(read(spark, str(tmp_path / "scores_auto")).toPandas(), frame)
 
 
+def test_engine_arrow_batch_rows_applies_while_each_partition_scores(spark, customers, monkeypatch, tmp_path):
+    from spark_scoring.session import ARROW_BATCH_CONFS
+
+    before = {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS}
+    seen = []
+    monkeypatch.setattr(job_mod, "_test_hook", lambda stage, part: seen.append(
+        (stage, {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS})))
+    cfg = job_config(customers, str(tmp_path / "out"), engine={"arrow_batch_rows": 2048})
+    run_job(cfg, partitions=list(PARTS[:2]), spark=spark, reporter=quiet())
+    during = [conf for stage, conf in seen if stage == "after_commit"]
+    assert during == [dict.fromkeys(ARROW_BATCH_CONFS, "2048")] * 2
+    after_audit = [conf for stage, conf in seen if stage == "after_audit"]
+    assert after_audit == [before] * 2  # restored between partitions and after the run
+    assert {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS} == before
+
+
 def test_challenger_rescores_one_partition_atomically(spark, customers, customers_pd, reference, tmp_path):
     out = str(tmp_path / "scores")
     copy_tables(reference[0], out)

@@ -483,3 +483,31 @@ def test_a_new_udf_per_partition_still_loads_once_per_worker(spark, frame, fresh
     got = [r.prediction for r in sorted(rows, key=lambda r: r.customer_id)]
     assert_same_predictions(got, reference("price", frame.sort_values("customer_id")), "price")
     assert os.getpid() not in per_pid  # scored in worker processes, not the driver
+
+
+def test_arrow_batch_rows_sizes_the_batches_a_parquet_read_hands_arrow_udfs(spark, tmp_path):
+    """``arrow_batch_rows`` sets the batch Spark 4.2 hands scalar Arrow UDFs for a columnar
+    (Parquet) read, then restores the session's settings."""
+    import pyarrow as pa
+    from pyspark.sql.functions import arrow_udf
+    from pyspark.sql.pandas.functions import ArrowUDFType
+
+    from spark_scoring.session import ARROW_BATCH_CONFS, arrow_batch_rows
+
+    path = str(tmp_path / "rows")
+    spark.range(0, 9000, 1, 1).selectExpr("cast(id as double) as x").write.parquet(path)
+
+    batch_len = arrow_udf(lambda x: pa.array([len(x)] * len(x), pa.int64()), "long", ArrowUDFType.SCALAR)
+
+    def batch_sizes():
+        rows = spark.read.parquet(path).select(batch_len("x").alias("n")).distinct().collect()
+        return sorted(r["n"] for r in rows)
+
+    before = {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS}
+    with arrow_batch_rows(spark, 1000):
+        assert all(spark.conf.get(k) == "1000" for k in ARROW_BATCH_CONFS)
+        assert batch_sizes() == [1000]  # 9 batches of exactly 1000 rows
+    assert {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS} == before
+    assert max(batch_sizes()) > 1000
+    with arrow_batch_rows(spark, None):  # None leaves the session alone
+        assert {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS} == before
