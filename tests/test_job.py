@@ -419,7 +419,9 @@ def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(spark, regi
     assert_scored(read(spark, str(tmp_path / "scores_auto")).toPandas(), frame)
 
 
-def test_engine_arrow_batch_rows_applies_while_each_partition_scores(spark, customers, monkeypatch, tmp_path):
+def test_engine_arrow_batch_rows_applies_while_each_partition_scores(
+    spark, registry, customers, monkeypatch, tmp_path
+):
     from spark_scoring.session import ARROW_BATCH_CONFS
 
     before = {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS}
