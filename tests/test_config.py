@@ -277,7 +277,7 @@ def test_unknown_key_at_wrong_level():
 
 def test_unknown_key_without_guess_lists_valid_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'engine\.zzz' \(got 1\); valid keys under 'engine': "
-                                          r"batch_size, device, path, result_type\. Fix: remove it"):
+                                          r"arrow_batch_rows, batch_size, device, path, result_type\. Fix: remove it"):
         load_config(cfg(engine={"zzz": 1}))
 
 
@@ -473,7 +473,7 @@ def valid_configs(draw):
     data["output"]["mode"] = draw(st.sampled_from(["overwrite_partitions", "merge", "append"]))
     if data["output"]["mode"] == "merge" or draw(st.booleans()):
         data["output"]["keys"] = draw(_unique_names)
-    if data["output"]["mode"] == "merge":
+    if data["output"]["mode"] == "merge" and "partitions" not in data["input"]:  # changes takes no partitions
         data["input"]["mode"] = draw(st.sampled_from(["snapshot", "changes"]))
     data["output"]["audit_table"] = draw(st.none() | _names)
     data["features"] = draw(st.none() | _unique_names)
@@ -483,6 +483,7 @@ def valid_configs(draw):
     data["spark"] = draw(st.dictionaries(_names, _names, max_size=3))
     data["engine"] = {"batch_size": draw(st.none() | st.integers(1, 10**6)),
                       "device": draw(st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "cuda:3"])),
+                      "arrow_batch_rows": draw(st.none() | st.integers(1, 2**20)),
                       "path": draw(st.sampled_from(["auto", "udf", "direct_scan"])),
                       "result_type": draw(st.none() | st.sampled_from(["double", "array<float>", "struct<a:int>"]))}
     data["force"] = draw(st.booleans())
@@ -493,7 +494,7 @@ def valid_configs(draw):
     return data
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_configs())
 def test_yaml_round_trip(data):
     config = load_config(data)
