@@ -337,12 +337,14 @@ class Killed(BaseException):
     """Like SIGKILL for the job: not an Exception, so nothing catches or records it."""
 
 
-@pytest.mark.parametrize("crash", ["kill", "error"])
+@pytest.mark.parametrize("crash,mode", [("kill", "overwrite_partitions"), ("error", "overwrite_partitions"),
+                                        ("kill", "merge")])
 def test_crash_after_commit_before_audit_then_rerun_recovers(
-    spark, customers, reference, tmp_path, monkeypatch, crash
+    spark, customers, reference, tmp_path, monkeypatch, crash, mode
 ):
     out = str(tmp_path / "scores")
-    cfg = job_config(customers, out)
+    output = {"mode": mode, "keys": ["customer_id"]} if mode == "merge" else {"mode": mode}
+    cfg = job_config(customers, out, output=output)
     seen = []
 
     def hook(stage, partition):
