@@ -232,9 +232,9 @@ class EngineConfig(_Strict):
     )
     path: Literal["auto", "udf", "direct_scan"] = Field(
         "auto",
-        description="auto: the direct Arrow scan for clean partitions of a snapshot job with one torch or "
-                    "scikit-learn model, else the UDF path; udf: always the UDF path; direct_scan: as auto, "
-                    "logging each partition that cannot take it",
+        description="auto: the direct Arrow scan for clean partitions of a path-addressed snapshot job with "
+                    "one torch or scikit-learn model, else the UDF path; udf: always the UDF path; "
+                    "direct_scan: as auto, catalog tables included, logging each partition that cannot take it",
     )
     result_type: Name | None = Field(
         None, description="a Spark DDL type string overriding the model signature's output"

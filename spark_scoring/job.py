@@ -433,6 +433,9 @@ class _Run:
             why = "the partition has bad rows (they are filtered in Spark)"
         elif cfg.engine.result_type is not None:
             why = "engine.result_type is set"
+        elif cfg.engine.path == "auto" and not self.input_ref.is_path:
+            # a catalog (e.g. Unity Catalog) may forbid reading a table's files by path
+            why = "the input is a catalog table; engine.path: direct_scan reads its files anyway"
         elif any(chk.needs_cast for chk in self.checks):
             why = "string features are parsed in Spark"
         if why is not None:
@@ -442,12 +445,17 @@ class _Run:
         from .direct_scan import score_table_direct
 
         p, column = self.plans[0], cfg.input.partition_by
-        out = score_table_direct(
-            self.spark, self.input_ref.location(self.spark), p.model,
-            version=int(self.input_version), features=list(p.columns), keep_columns=self.snapshot.columns,
-            output_col=p.output_column, partition_filter=None if column is None else {column: value},
-            batch_size=cfg.engine.batch_size, device=cfg.engine.device, lineage=False,
-        )
+        try:
+            out = score_table_direct(
+                self.spark, self.input_ref.location(self.spark), p.model,
+                version=int(self.input_version), features=list(p.columns), keep_columns=self.snapshot.columns,
+                output_col=p.output_column, partition_filter=None if column is None else {column: value},
+                batch_size=cfg.engine.batch_size, device=cfg.engine.device, lineage=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - planning only (nothing ran): the UDF path decides
+            reason = f"direct scan planning failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            log.warning("partition %r uses the UDF path: %s", value, reason)
+            return None, f"udf ({reason})"
         plan = getattr(out, "spark_scoring_scan", None)
         if plan is not None and not plan.direct:  # scored by score() instead; the reason was logged
             return out, f"udf ({plan.reason})"

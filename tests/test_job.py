@@ -439,6 +439,26 @@ def test_engine_arrow_batch_rows_applies_while_each_partition_scores(
     assert {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS} == before
 
 
+def test_engine_path_auto_keeps_catalog_tables_on_the_udf_path(spark, registry, tmp_path):
+    """A catalog may forbid path reads of its tables (Unity Catalog): auto reads them
+    through the catalog; engine.path: direct_scan reads their files on request."""
+    inp = write_clean_input(spark, str(tmp_path / "in"), demo_frame(PARTS[:1], 10, bad_rows=False))
+    spark.sql(f"CREATE TABLE engine_path_src USING DELTA LOCATION '{inp}'")
+    try:
+        used = {}
+        for path in ("auto", "direct_scan"):
+            out = str(tmp_path / f"out_{path}")
+            result = run_job(job_config("engine_path_src", out, engine={"path": path}), spark=spark, reporter=quiet())
+            assert (result.rows_in, result.rows_scored) == (10, 10)
+            used[path] = output_commits(spark, out)[-1][2]["engine_path"]
+        assert used["auto"].startswith("udf (the input is a catalog table")
+        assert used["direct_scan"] == "direct_scan"
+        assertDataFrameEqual(read(spark, str(tmp_path / "out_auto")).drop(*VOLATILE),
+                             read(spark, str(tmp_path / "out_direct_scan")).drop(*VOLATILE))
+    finally:
+        spark.sql("DROP TABLE IF EXISTS engine_path_src")
+
+
 def test_challenger_rescores_one_partition_atomically(spark, customers, customers_pd, reference, tmp_path):
     out = str(tmp_path / "scores")
     copy_tables(reference[0], out)
