@@ -1,4 +1,5 @@
-"""The benchmark scripts still run: ``bench/run.py --smoke`` and ``bench/gpu_check.py`` on CPU.
+"""The benchmark scripts still run: ``bench/run.py --smoke``, ``bench/jobs.py --smoke`` and
+``bench/gpu_check.py`` on CPU.
 
 Correctness only (every path ran every row; predictions equal across paths);
 timings are never asserted. Each runs in its own process, like the README's
@@ -48,6 +49,18 @@ def test_bench_smoke_every_path_runs_and_agrees(tmp_path):
     scaling = result["models"]["mlp"]["scaling"]["runs"]
     assert {"score@x1", "direct@x1", "score@x10", "direct@x10"} <= set(scaling)
     assert all(r["rows"] == result["config"]["rows"] for runs in scaling.values() for r in runs)
+
+
+@pytest.mark.slow
+def test_jobs_bench_smoke_every_path_commits_every_row_and_agrees(tmp_path):
+    out = tmp_path / "out"
+    _run(["bench/jobs.py", "--smoke", "--models", "mlp", "--out", str(out), "--work", str(tmp_path / "work")])
+    result = json.loads((out / "results.json").read_text())
+    model = result["models"]["mlp"]
+    assert set(model["wall_s"]) == {"stacks", "job[udf]", "job[auto]"}  # each ran (and wrote every row)
+    assert model["engine_path"] == {"job[udf]": "udf", "job[auto]": "direct_scan"}
+    assert model["max_abs_diff"] <= 1e-6
+    assert (out / "results.md").read_text().startswith("# Jobs end to end")
 
 
 @pytest.mark.slow
