@@ -681,13 +681,7 @@ def score_table_direct(
     )
     if _spec_overrides:  # benchmark A/B of executor settings (prefetch)
         spec = dataclasses.replace(spec, **_spec_overrides)
-    rows = [(list(p for p, _s, _l, _v in t), [s for _p, s, _l, _v in t], [n for _p, _s, n, _v in t],
-             [v for _p, _s, _l, v in t]) for t in plan.tasks]
-    task_schema = "paths array<string>, starts array<bigint>, lengths array<bigint>, parts array<string>"
-    try:
-        tasks_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), task_schema)
-    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext
-        tasks_df = spark.createDataFrame(rows, task_schema).repartition(max(1, len(rows)))
+    tasks_df = _tasks_df(spark, plan)
 
     def scan(batches):
         return _scan_task(spec, batches)
@@ -704,6 +698,78 @@ def score_table_direct(
         out = out.select(*keep, *added)
     _attach(out, plan)
     return out
+
+
+def _tasks_df(spark, plan: ScanPlan):
+    """Driver: one row per planned task (its splits), one Spark partition each."""
+    rows = [(list(p for p, _s, _l, _v in t), [s for _p, s, _l, _v in t], [n for _p, _s, n, _v in t],
+             [v for _p, _s, _l, v in t]) for t in plan.tasks]
+    task_schema = "paths array<string>, starts array<bigint>, lengths array<bigint>, parts array<string>"
+    try:
+        return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), task_schema)
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext
+        return spark.createDataFrame(rows, task_schema).repartition(max(1, len(rows)))
+
+
+def count_bad_rows_direct(spark, path: str, features: Sequence[str], *, version: int | None = None,
+                          partition_filter: dict | None = None) -> tuple[int, int, dict[str, int]] | None:
+    """``(rows, bad rows, bad rows per feature)`` of the pinned table, read by pyarrow in the tasks.
+
+    Runs on the driver (planning) and the executors (one pass over only the
+    feature columns). The same answer as :func:`spark_scoring.quality.count_rows`
+    for numeric features: a value is bad when null, or NaN or infinite in a
+    floating-point column. Returns None where the direct scan would fall back
+    (the caller then counts through Spark), or a feature is a partition column.
+    """
+    import pyspark.sql.functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+    from pyspark.sql.types import NumericType
+
+    features = list(features)
+    plan, df = _plan_scan(spark, path, version, partition_filter=partition_filter, columns=features)
+    schema = {f.name: f.dataType for f in df.schema.fields}
+    if (not plan.direct or any(f in plan.partition_columns for f in features)
+            or not all(isinstance(schema.get(f), NumericType) for f in features)):
+        return None
+    spec = _ScanSpec(
+        handle=None, kind="count", model_names=(), feature_cols=tuple(features),
+        feature_types=tuple(to_arrow_type(schema[f], timezone="UTC") for f in features), keep_cols=(),
+        out_schema=pa.schema([]), partition_types={}, output=None, batch_size=65_536, read_batch=65_536,
+        device="cpu", on_null="error", diagnostics=False,
+    )
+    names = ["rows", "bad"] + [f"c{i}" for i in range(len(features))]
+
+    def count(batches):
+        return _count_task(spec, names, batches)
+
+    out_schema = ", ".join(f"{n} bigint" for n in names)
+    if not plan.tasks:
+        return 0, 0, {}
+    row = _tasks_df(spark, plan).mapInArrow(count, out_schema).agg(*[F.sum(n).alias(n) for n in names]).head()
+    per_column = {f: int(row[f"c{i}"]) for i, f in enumerate(features) if row[f"c{i}"]}
+    return int(row["rows"] or 0), int(row["bad"] or 0), per_column
+
+
+def _count_task(spec: _ScanSpec, names: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor (mapInArrow): this task's splits in, one row of counts out."""
+    import pyarrow.compute as pc
+
+    totals = [0] * len(names)
+    for b in batches:
+        for row in b.to_pylist():
+            for path, start, length, parts in zip(row["paths"], row["starts"], row["lengths"], row["parts"]):
+                for n, feats, _kept in _read_split(spec, path, start, length, parts):
+                    totals[0] += n
+                    any_bad = None
+                    for i, col in enumerate(feats):
+                        bad = pc.is_null(col, nan_is_null=True)
+                        if pa.types.is_floating(col.type):
+                            bad = pc.or_(bad, pc.fill_null(pc.is_inf(col), False))
+                        totals[2 + i] += pc.sum(bad).as_py() or 0
+                        any_bad = bad if any_bad is None else pc.or_(any_bad, bad)
+                    if any_bad is not None:
+                        totals[1] += pc.sum(any_bad).as_py() or 0
+    yield pa.RecordBatch.from_arrays([pa.array([t], pa.int64()) for t in totals], names)
 
 
 def _attach(df, plan: ScanPlan) -> None:

@@ -366,7 +366,7 @@ class _Run:
             )
 
         set_job_description(spark, f"spark_scoring {self.output_ref.name}: {column}={text} (count)")
-        rows_in, bad, per_column = count_rows(part_df, self.checks)
+        rows_in, bad, per_column = self._count(part_df, value)
         if bad and cfg.bad_rows == "fail":
             detail = ", ".join(f"{c}: {n}" for c, n in per_column.items())
             raise BadRowsError(
@@ -418,26 +418,56 @@ class _Run:
             text, "scored", rows_in, rows_in - bad, bad, time.monotonic() - started, result.table_version
         )
 
+    def _direct_blocker(self) -> str | None:
+        """Driver: why this job's partitions cannot take the direct Arrow scan (None: they can)."""
+        cfg = self.cfg
+        if cfg.engine.path == "udf":
+            return "engine.path: udf"
+        if cfg.input.mode != "snapshot":
+            return "input.mode changes scores changed rows, not files"
+        if len(self.plans) != 1:
+            return "more than one model"
+        if cfg.engine.result_type is not None:
+            return "engine.result_type is set"
+        if cfg.engine.path == "auto" and not self.input_ref.is_path:
+            # a catalog (e.g. Unity Catalog) may forbid reading a table's files by path
+            return "the input is a catalog table; engine.path: direct_scan reads its files anyway"
+        if any(chk.needs_cast for chk in self.checks):
+            return "string features are parsed in Spark"
+        return None
+
+    def _count(self, part_df, value: Any) -> tuple[int, int, dict[str, int]]:
+        """Driver: (rows in, bad rows, bad rows per column) of one partition, in one pass.
+
+        Where the partition can take the direct scan, pyarrow reads just the feature
+        columns in the tasks (measured 1.8-2.0 s through Spark at 2M x 32 rows);
+        otherwise, and whenever that scan cannot be planned, one Spark aggregation.
+        """
+        if self._direct_blocker() is None:
+            from .direct_scan import count_bad_rows_direct
+
+            column = self.cfg.input.partition_by
+            try:
+                counted = count_bad_rows_direct(
+                    self.spark, self.input_ref.location(self.spark), [chk.column for chk in self.checks],
+                    version=int(self.input_version),
+                    partition_filter=None if column is None else {column: value},
+                )
+            except Exception as exc:  # noqa: BLE001 - Spark counts instead
+                log.warning("partition %r: counting with pyarrow failed (%s: %s); counting with Spark",
+                            value, type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
+                counted = None
+            if counted is not None:
+                return counted
+        return count_rows(part_df, self.checks)
+
     def _direct(self, value: Any, clean: bool):
         """Driver: the partition scored by the direct Arrow scan (:mod:`spark_scoring.direct_scan`),
         as ``(DataFrame, path)``, or ``(None, reason)`` where the job uses the UDF path."""
         cfg = self.cfg
         if cfg.engine.path == "udf":
             return None, "udf"
-        why = None
-        if cfg.input.mode != "snapshot":
-            why = "input.mode changes scores changed rows, not files"
-        elif len(self.plans) != 1:
-            why = "more than one model"
-        elif not clean:
-            why = "the partition has bad rows (they are filtered in Spark)"
-        elif cfg.engine.result_type is not None:
-            why = "engine.result_type is set"
-        elif cfg.engine.path == "auto" and not self.input_ref.is_path:
-            # a catalog (e.g. Unity Catalog) may forbid reading a table's files by path
-            why = "the input is a catalog table; engine.path: direct_scan reads its files anyway"
-        elif any(chk.needs_cast for chk in self.checks):
-            why = "string features are parsed in Spark"
+        why = self._direct_blocker() or (None if clean else "the partition has bad rows (they are filtered in Spark)")
         if why is not None:
             if cfg.engine.path == "direct_scan":
                 log.warning("engine.path direct_scan: partition %r uses the UDF path: %s", value, why)

@@ -528,13 +528,13 @@ def test_commit_that_does_not_reconcile_fails_and_stays_failed_until_forced(
     plain rerun must not report it as recovered; force: true rescores it."""
     out = str(tmp_path / "scores")
     cfg = job_config(customers, out)
-    counted = job_mod.count_rows
+    counted = job_mod._Run._count
 
-    def one_row_too_many(df, checks):  # the count disagrees with what the write will see
-        rows_in, bad, per_column = counted(df, checks)
+    def one_row_too_many(run, df, value):  # the count disagrees with what the write will see
+        rows_in, bad, per_column = counted(run, df, value)
         return rows_in + 1, bad, per_column
 
-    monkeypatch.setattr(job_mod, "count_rows", one_row_too_many)
+    monkeypatch.setattr(job_mod._Run, "_count", one_row_too_many)
     with pytest.raises(ReconciliationError, match=rf"ds='{PARTS[0]}'.*scored 18.*wrote 17 rows") as first:
         run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
     assert first.value.exit_code == 1
