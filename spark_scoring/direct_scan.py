@@ -290,6 +290,8 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
     fallback scores; its schema types the partition values, and its
     ``inputFiles()`` cross-checks the file list replayed from the Delta log.
     """
+    if "://" not in path and not path.startswith("file:"):
+        path = os.path.abspath(path)  # Spark lists absolute files; the log replay must match them
     try:
         fs, root = _fs(path)
         is_delta = fs.get_file_info(root + "/_delta_log").type.name == "Directory"

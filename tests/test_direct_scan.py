@@ -224,3 +224,10 @@ def test_pyarrow_bad_row_count_equals_sparks_count(spark, tmp_path):
     assert count_bad_rows_direct(spark, path, features, version=0) == count_rows(
         spark.read.format("delta").option("versionAsOf", 0).load(path), checks)
     assert count_bad_rows_direct(spark, path, ["a", "ds"]) is None
+
+
+def test_a_relative_path_is_scanned_directly(spark, partitioned):
+    """Spark lists absolute files; the planner must resolve a relative path the same way."""
+    relative = os.path.relpath(partitioned)
+    assert not os.path.isabs(relative)
+    assert direct_scan_supported(spark, relative) == (True, "")
