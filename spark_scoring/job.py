@@ -10,7 +10,8 @@ One run:
    run yet; errors exit 2).
 2. Plan the partitions: the ones asked for, else every input partition not yet
    scored by these model versions (from the audit table). Print the plan.
-3. Per partition: count rows and bad rows in one Spark job; fail or quarantine
+3. Per partition: count rows and bad rows in one pass (pyarrow over the direct
+   scan's file plan where the partition can take it, else a Spark job); fail or quarantine
    bad rows; score the rest; commit once with ``replaceWhere`` / MERGE /
    append plus Delta's idempotent ``txnAppId``/``txnVersion`` and a
    ``userMetadata`` JSON; reconcile rows in = scored + quarantined against the
