@@ -530,6 +530,9 @@ def _scan_task(spec: _ScanSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[p
             splits.extend(zip(row["paths"], row["starts"], row["lengths"], row["parts"]))
     if not splits:
         return
+    from .udf import _test_fault
+
+    _test_fault()  # off unless a reliability test sets spark_scoring.udf.TEST_FAULT_PROPERTY
     predictor, dev = _task_predictor(spec)
     aligner = _Aligner()
 

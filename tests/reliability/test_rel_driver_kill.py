@@ -13,7 +13,8 @@ Python, its JVM, the Python workers), like a lost driver node.
 - A last rerun finishes; the output and quarantine tables then equal an
   uninterrupted run row for row (``scored_at`` / ``scoring_run_id`` aside).
 
-``RELIABILITY_KILLS`` (default 3) sets N; ``RELIABILITY_SEED`` fixes the moments.
+``RELIABILITY_KILLS`` (default 2: the commit/audit gap and one random moment) sets N;
+``RELIABILITY_SEED`` fixes the moments.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import yaml
 
 import reliability_helpers as H
 
-KILLS = H.env_int("RELIABILITY_KILLS", 3)
+KILLS = H.env_int("RELIABILITY_KILLS", 2)
 SCRIPT = H.DRIVERS / "job_driver.py"
 PLAN = re.compile(r"plan:\s+(\d+) partition\(s\)")
 PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] partition (\S+): (\w+)", re.M)

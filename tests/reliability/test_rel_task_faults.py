@@ -40,6 +40,16 @@ def test_python_worker_killed_mid_task_is_retried_with_identical_output(observed
     assert exited["same_predictions"]
 
 
+def test_direct_scan_task_failures_are_retried_with_identical_output(observed):
+    direct = observed["direct"]
+    assert direct["none"]["attempts"] == [0] and direct["same_as_score"]
+    for fault in ("raise", "exit"):
+        got = direct[fault]
+        assert got["attempts"] == [1], fault  # every row came from the retry
+        assert got["rows"] == got["distinct_keys"] == direct["none"]["rows"] == len(H.PARTITIONS) * H.ROWS
+        assert got["same_predictions"], fault
+
+
 def test_job_whose_workers_die_on_first_attempt_completes_with_exact_rows(spark, observed, rel_reference):
     job = observed["job_exit_first_attempt"]
     parts = {"p00", "p05", "p11"}

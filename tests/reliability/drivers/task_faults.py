@@ -20,10 +20,18 @@ import sys
 MODEL = "models:/demo_churn@champion"
 
 
+def _close(a: dict, b: dict, tol: float = 1e-6) -> bool:
+    """Same keys, same nulls, values within ``tol`` (model batches differ between paths)."""
+    if a.keys() != b.keys():
+        return False
+    return all((a[k] is None) == (b[k] is None) and (a[k] is None or abs(a[k] - b[k]) <= tol) for k in a)
+
+
 def main() -> int:
     import pyspark.sql.functions as F
 
     from spark_scoring import score
+    from spark_scoring.direct_scan import score_table_direct
     from spark_scoring.errors import ScoringError
     from spark_scoring.job import run_job
     from spark_scoring.progress import Reporter
@@ -64,6 +72,27 @@ def main() -> int:
             "same_predictions": got["predictions"] == base["predictions"],
         }
     result["score"]["none"] = {k: v for k, v in base.items() if k != "predictions"}
+
+    # the direct Arrow scan: attempt 0 of every scan task fails the same two ways
+    def scanned(fault):
+        sc.setLocalProperty(TEST_FAULT_PROPERTY, fault)
+        try:
+            rows = (score_table_direct(spark, inp, MODEL, keep_columns=["customer_id"], on_null="null_prediction",
+                                       diagnostics=True, lineage=False)
+                    .select("customer_id", "prediction", "scoring_diagnostics.attempt").collect())
+        finally:
+            sc.setLocalProperty(TEST_FAULT_PROPERTY, None)
+        return {"rows": len(rows), "distinct_keys": len({r["customer_id"] for r in rows}),
+                "attempts": sorted({r["attempt"] for r in rows}),
+                "predictions": {str(r["customer_id"]): r["prediction"] for r in rows}}
+
+    direct_base = scanned(None)
+    result["direct"] = {"none": {k: v for k, v in direct_base.items() if k != "predictions"},
+                        "same_as_score": _close(direct_base["predictions"], base["predictions"])}
+    for fault in ("raise", "exit"):
+        got = scanned(fault)
+        result["direct"][fault] = {**{k: v for k, v in got.items() if k != "predictions"},
+                                   "same_predictions": got["predictions"] == direct_base["predictions"]}
 
     # run_job: attempt 0 of every scoring task loses its Python worker
     out = os.path.join(out_dir, "scores")
