@@ -20,7 +20,6 @@ memory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -216,6 +215,8 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
 
     Returns ({label: [one dict per run]}, {label: seconds to build the DataFrame}).
     """
+    from spark_scoring.session import runtime_conf
+
     runs: dict[str, list[dict]] = {label: [] for label, _c, _n in entries}
     builds: dict[str, float] = {}
     outputs, limit_fns = {}, {}
@@ -225,7 +226,7 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
             limit_fns[label] = P.make_limit_fn(ctx)
         else:
             base, opts = specs[name]
-            with _confs(ctx.spark, ctx.extra.get("conf", {})):
+            with runtime_conf(ctx.spark, ctx.extra.get("conf", {})):
                 outputs[label] = _builder(ctx, base, opts)(ctx.read())
         builds[label] = time.perf_counter() - t0
     spark = entries[0][1].spark
@@ -244,7 +245,7 @@ def timed_rounds(entries, specs, repeats: int, tag: str) -> tuple[dict[str, list
                 base, opts = specs[name]
                 group = f"bench-{tag}-{label}-{r}"
                 log_lines = _lines(ctx.load_log)
-                with _confs(spark, {**ctx.extra.get("conf", {}), **_variant_confs(base, opts)}), \
+                with runtime_conf(spark, {**ctx.extra.get("conf", {}), **_variant_confs(base, opts)}), \
                         P.PeakSampler(spark) as sampler:
                     wall, cpu, cpu_jvm = P.time_spark(spark, outputs[label], group)
                 rec = {"wall_s": wall, "cpu_s": cpu, "cpu_jvm_s": cpu_jvm, "rows": ctx.ds.rows,
@@ -282,22 +283,6 @@ def _variant_confs(base: str, opts: dict) -> dict:
     if "colin" in opts:
         conf["spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"] = "true" if opts["colin"] else "false"
     return conf
-
-
-@contextlib.contextmanager
-def _confs(spark, conf: dict):
-    """Set runtime SQL confs for a block, then restore them."""
-    old = {k: spark.conf.get(k, None) for k in conf}
-    for k, v in conf.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
 
 
 def main(argv=None) -> int:

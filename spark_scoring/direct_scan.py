@@ -375,6 +375,14 @@ def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds, par
     return ScanPlan(path, fmt, version, True, "", part_cols, tuple(tuple(t) for t in tasks), len(listed))
 
 
+def plan_scan(spark, path: str, version: int | None = None, *, partition_filter: dict | None = None,
+              columns: Sequence[str] = ()) -> tuple[ScanPlan, Any]:
+    """Driver: ``(plan, normal DataFrame)`` for ``path``; pass it as ``planned=`` to
+    :func:`score_table_direct` and :func:`count_bad_rows_direct` to plan once for both
+    (``columns``: every column either will read)."""
+    return _plan_scan(spark, path, version, partition_filter=partition_filter, columns=columns)
+
+
 def direct_scan_supported(spark, path: str, version: int | None = None, *,
                           partition_filter: dict | None = None) -> tuple[bool, str]:
     """Driver: ``(True, "")`` when :func:`score_table_direct` can read ``path`` directly, else
@@ -589,6 +597,7 @@ def score_table_direct(
     on_null: str = "error",
     lineage: bool = True,
     diagnostics: bool = False,
+    planned: tuple[ScanPlan, Any] | None = None,
     _spec_overrides: dict | None = None,
 ):
     """Score the Delta table (pinned to ``version``, default: the latest now) or Parquet folder at ``path``.
@@ -601,6 +610,7 @@ def score_table_direct(
 
     ``keep_columns`` defaults to every table column. ``partition_filter`` maps
     a partition column to a value or a list of values (``None`` matches null).
+    ``planned`` (from :func:`plan_scan` with the same arguments) skips planning again.
     When the direct scan cannot honour the table it returns exactly that
     normal-path DataFrame and logs why; either way ``result.spark_scoring_scan``
     is the :class:`ScanPlan` (``.direct``, ``.reason``, ``.version``).
@@ -620,8 +630,8 @@ def score_table_direct(
         raise SchemaMismatchError(f"batch_size={batch_size!r}: expected a positive integer.")
     model = load_model(model)
     columns, input_spec, kind = _model_input_spec(model, features)
-    plan, df = _plan_scan(spark, path, version, partition_filter=partition_filter,
-                         columns=list(keep_columns or []) + list(columns))
+    plan, df = planned or _plan_scan(spark, path, version, partition_filter=partition_filter,
+                                     columns=list(keep_columns or []) + list(columns))
     keep = list(df.columns) if keep_columns is None else list(keep_columns)
     unknown = [c for c in keep if c not in df.columns]
     if unknown:
@@ -717,7 +727,8 @@ def _tasks_df(spark, plan: ScanPlan):
 
 
 def count_bad_rows_direct(spark, path: str, features: Sequence[str], *, version: int | None = None,
-                          partition_filter: dict | None = None) -> tuple[int, int, dict[str, int]] | None:
+                          partition_filter: dict | None = None,
+                          planned: tuple[ScanPlan, Any] | None = None) -> tuple[int, int, dict[str, int]] | None:
     """``(rows, bad rows, bad rows per feature)`` of the pinned table, read by pyarrow in the tasks.
 
     Runs on the driver (planning) and the executors (one pass over only the
@@ -731,7 +742,7 @@ def count_bad_rows_direct(spark, path: str, features: Sequence[str], *, version:
     from pyspark.sql.types import NumericType
 
     features = list(features)
-    plan, df = _plan_scan(spark, path, version, partition_filter=partition_filter, columns=features)
+    plan, df = planned or _plan_scan(spark, path, version, partition_filter=partition_filter, columns=features)
     schema = {f.name: f.dataType for f in df.schema.fields}
     if (not plan.direct or any(f in plan.partition_columns for f in features)
             or not all(isinstance(schema.get(f), NumericType) for f in features)):

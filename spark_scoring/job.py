@@ -246,6 +246,7 @@ class _Run:
         self.output_ref = TableRef.parse(cfg.output.table)
         self.quarantine_ref = TableRef.parse(cfg.quarantine_table) if cfg.quarantine_table else None
         self.audit_table = cfg.audit_table
+        self._planned: tuple[Any, Any] | None = None  # (partition value, direct-scan plan)
 
     # -- setup: everything that can fail before compute ---------------------
     def prepare(self, requested: Sequence[str] | None, *, plan_units: bool = True) -> None:
@@ -447,12 +448,11 @@ class _Run:
         if self._direct_blocker() is None:
             from .direct_scan import count_bad_rows_direct
 
-            column = self.cfg.input.partition_by
             try:
                 counted = count_bad_rows_direct(
                     self.spark, self.input_ref.location(self.spark), [chk.column for chk in self.checks],
-                    version=int(self.input_version),
-                    partition_filter=None if column is None else {column: value},
+                    version=int(self.input_version), partition_filter=self._partition_filter(value),
+                    planned=self._scan_plan(value),
                 )
             except Exception as exc:  # noqa: BLE001 - Spark counts instead
                 log.warning("partition %r: counting with pyarrow failed (%s: %s); counting with Spark",
@@ -461,6 +461,22 @@ class _Run:
             if counted is not None:
                 return counted
         return count_rows(part_df, self.checks)
+
+    def _partition_filter(self, value: Any) -> dict | None:
+        column = self.cfg.input.partition_by
+        return None if column is None else {column: value}
+
+    def _scan_plan(self, value: Any):
+        """Driver: the direct-scan plan of one partition (the Delta log replayed with pyarrow),
+        made once and shared by the count and the scoring of that partition."""
+        from .direct_scan import plan_scan
+
+        if self._planned is None or self._planned[0] != value:
+            columns = list(dict.fromkeys(list(self.snapshot.columns) + [chk.column for chk in self.checks]))
+            planned = plan_scan(self.spark, self.input_ref.location(self.spark), int(self.input_version),
+                                partition_filter=self._partition_filter(value), columns=columns)
+            self._planned = (value, planned)
+        return self._planned[1]
 
     def _direct(self, value: Any, clean: bool):
         """Driver: the partition scored by the direct Arrow scan (:mod:`spark_scoring.direct_scan`),
@@ -475,13 +491,14 @@ class _Run:
             return None, f"udf ({why})"
         from .direct_scan import score_table_direct
 
-        p, column = self.plans[0], cfg.input.partition_by
+        p = self.plans[0]
         try:
             out = score_table_direct(
                 self.spark, self.input_ref.location(self.spark), p.model,
                 version=int(self.input_version), features=list(p.columns), keep_columns=self.snapshot.columns,
-                output_col=p.output_column, partition_filter=None if column is None else {column: value},
+                output_col=p.output_column, partition_filter=self._partition_filter(value),
                 batch_size=cfg.engine.batch_size, device=cfg.engine.device, lineage=False,
+                planned=self._scan_plan(value),
             )
         except Exception as exc:  # noqa: BLE001 - planning only (nothing ran): the UDF path decides
             reason = f"direct scan planning failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"

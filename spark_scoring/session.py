@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "set_job_description", "arrow_batch_rows", "DEFAULT_CONF", "ARROW_BATCH_CONFS"]
+__all__ = ["get_spark", "set_job_description", "arrow_batch_rows", "runtime_conf", "DEFAULT_CONF", "ARROW_BATCH_CONFS"]
 
 #: Settings for the local session. Arrow is on (all our UDFs are Arrow UDFs),
 #: timestamps are UTC so ``scored_at`` means the same on every machine.
@@ -113,26 +113,20 @@ _log = logging.getLogger(__name__)
 
 
 @contextmanager
-def arrow_batch_rows(spark: SparkSession, rows: int | None) -> Iterator[None]:
-    """Driver: Spark actions run inside the block hand Arrow UDFs batches of ``rows`` rows.
+def runtime_conf(spark: SparkSession, conf: Mapping[str, str]) -> Iterator[None]:
+    """Driver: set runtime SQL confs for the block, then restore the earlier values.
 
-    Sets :data:`ARROW_BATCH_CONFS` on the session for the block and restores the
-    earlier values after (``rows=None``: leave the session alone). The confs are
-    session-wide: another thread's actions on the same session see them too,
-    which changes its batch sizes, never its results. A server that refuses the
-    setting (some managed Spark Connect services) is logged and scoring goes on
-    at the session's batch size.
+    A setting the server refuses (some managed Spark Connect services) is logged
+    and the block runs with the session's value.
     """
-    if rows is None:
-        yield
-        return
     before: dict[str, str | None] = {}
-    for key in ARROW_BATCH_CONFS:
+    for key, value in conf.items():
         try:
-            before[key] = spark.conf.get(key, None)
-            spark.conf.set(key, str(int(rows)))
-        except Exception as exc:  # noqa: BLE001 - keep scoring at the session's batch size
-            _log.warning("could not set %s=%s (%s); Arrow batches keep the session's size", key, rows, exc)
+            previous = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+            before[key] = previous
+        except Exception as exc:  # noqa: BLE001 - keep the session's value
+            _log.warning("could not set %s=%s (%s); keeping the session's value", key, value, exc)
     try:
         yield
     finally:
@@ -144,6 +138,19 @@ def arrow_batch_rows(spark: SparkSession, rows: int | None) -> Iterator[None]:
                     spark.conf.set(key, value)
             except Exception as exc:  # noqa: BLE001 - restoring is best effort
                 _log.warning("could not restore %s=%s (%s)", key, value, exc)
+
+
+def arrow_batch_rows(spark: SparkSession, rows: int | None):
+    """Driver: Spark actions run inside the ``with`` block hand Arrow UDFs batches of ``rows`` rows.
+
+    Sets :data:`ARROW_BATCH_CONFS` on the session for the block and restores the
+    earlier values after (``rows=None``: leave the session alone). The confs are
+    session-wide: another thread's actions on the same session see them too,
+    which changes its batch sizes, never its results.
+    """
+    if rows is None:
+        return nullcontext()
+    return runtime_conf(spark, dict.fromkeys(ARROW_BATCH_CONFS, str(int(rows))))
 
 
 def _apply_runtime_conf(spark: SparkSession, conf: Mapping[str, str]) -> None:

@@ -393,7 +393,9 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
     assert run_job(cfg, spark=spark, reporter=quiet()).nothing_to_do
 
 
-def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(spark, registry, customers_pd, tmp_path):
+def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(
+    spark, registry, customers_pd, tmp_path, monkeypatch
+):
     """auto: clean partitions are scored by the direct Arrow scan, a partition with bad
     rows by the UDF path; the rows equal an all-UDF run and the commit says which path."""
     frame = customers_pd.copy()
@@ -402,10 +404,16 @@ def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(spark, regi
     frame.loc[clean, features] = (frame.loc[clean, features].astype(np.float64)
                                   .replace([np.inf, -np.inf], np.nan).fillna(0.25))
     inp = write_clean_input(spark, str(tmp_path / "customers"), frame)
+    from spark_scoring import direct_scan
+
+    planned, plan_scan = [], direct_scan._plan_scan
+    monkeypatch.setattr(direct_scan, "_plan_scan", lambda *a, **k: planned.append(k) or plan_scan(*a, **k))
     runs = {}
     for path in ("auto", "udf"):
         out = str(tmp_path / f"scores_{path}")
         runs[path] = run_job(job_config(inp, out, engine={"path": path}), spark=spark, reporter=quiet())
+        if path == "auto":  # each partition's log replay serves its count and its scoring
+            assert [k["partition_filter"] for k in planned] == [{"ds": p} for p in PARTS]
         assert (runs[path].rows_in, runs[path].rows_quarantined) == (3 * ROWS, 3)
         commits = output_commits(spark, out)
         used = {m["partition"]: m["engine_path"] for _v, _op, m in commits}
