@@ -29,7 +29,15 @@ TEST_REQUIRES = [
     "pytest-timeout>=2.3,<3",
     "chispa==0.12.0",
     "hypothesis>=6.100,<7",
+    # tests/test_packaging.py builds the wheel; tests/test_bundle.py loads the Databricks
+    # Asset Bundle into the typed job classes of the version the CLI's schema is read from.
+    "build>=1.2,<2",
+    "databricks-bundles==1.22.1",
 ]
+
+# Non-Python files shipped inside the package (the report's Jinja2 templates); the
+# patterns are relative to spark_scoring/, so they match templates/ folders at any depth.
+PACKAGE_DATA = {"spark_scoring": ["**/templates/*.html", "**/templates/*.j2"]}
 
 setup(
     name="spark_scoring",
@@ -41,9 +49,10 @@ setup(
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["spark_scoring", "spark_scoring.*"]),
     include_package_data=True,
+    package_data=PACKAGE_DATA,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
-    entry_points={"console_scripts": ["spark-scoring=spark_scoring.cli:main"]},
+    entry_points={"console_scripts": ["spark-scoring=spark_scoring.cli:entry"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -66,7 +66,7 @@ def make_limit_fn(ctx: Ctx) -> Callable[[], tuple[int, dict]]:
     import pyarrow.parquet as pq
     from threadpoolctl import threadpool_limits
 
-    from spark_scoring.loading import load_native
+    from spark_scoring.executor.loading import load_native
 
     native = load_native(ctx.model.flavor, ctx.model.local_path, "cpu")
     bs = ctx.batch_size or 16384
@@ -112,7 +112,7 @@ def make_limit_fn(ctx: Ctx) -> Callable[[], tuple[int, dict]]:
 
 def limit_predict(ctx: Ctx, matrix64: np.ndarray) -> np.ndarray:
     """Reference predictions for the correctness check (same cast as the engine: float32 for torch)."""
-    from spark_scoring.loading import load_native
+    from spark_scoring.executor.loading import load_native
 
     native = load_native(ctx.model.flavor, ctx.model.local_path, "cpu")
     if ctx.kind == "mlp":
@@ -198,44 +198,51 @@ def build_score(ctx: Ctx, overrides: dict | None = None, **kwargs):
 
 
 def _with_spec(ctx: Ctx, df, overrides: dict, kwargs: dict):
-    """score() rebuilt with fields of ``_TaskSpec`` replaced (bench A/B of engine defaults)."""
-    import dataclasses
-
+    """score() rebuilt with fields of the engine's task spec replaced (bench A/B of engine defaults)."""
     import pyspark.sql.functions as F
     from pyspark.sql.functions import arrow_udf
     from pyspark.sql.pandas.functions import ArrowUDFType
 
-    from spark_scoring.udf import LINEAGE_COLUMNS, ScoringUDF, _score_iterator, scoring_udf
+    from spark_scoring.engine.lineage import lineage_columns
+    from spark_scoring.engine.taskinfo import current_task
+    from spark_scoring.engine.udf import scoring_udf
+    from spark_scoring.executor.task import score_stream
 
     lineage = kwargs.pop("lineage", True)
     base = scoring_udf(ctx.model, batch_size=ctx.batch_size, spark=ctx.spark, **kwargs)
-    spec = dataclasses.replace(base._spec, **overrides)
+    cols = list(base.columns)
+    spec = base.task_spec(base.plan(cols), **overrides)
 
     def score_batches(batches):
-        return _score_iterator(spec, batches)
+        return score_stream(spec, batches, current_task())
 
     raw = arrow_udf(score_batches, base.return_type, ArrowUDFType.SCALAR_ITER).asNondeterministic()
-    udf = ScoringUDF(base.model, spec, base.input_spec, base.return_type, raw)
-    out = df.select("id", *ctx.features).withColumn("prediction", udf())
+    out = df.select("id", *ctx.features).withColumn("prediction", raw(*[F.col(c).cast("float" if ctx.kind == "mlp"
+                                                                                            else "double")
+                                                                         for c in cols]))
     if not lineage:
         return out
-    return out.withColumns({
-        LINEAGE_COLUMNS[0]: F.lit(ctx.model.display_name),
-        LINEAGE_COLUMNS[1]: F.lit(ctx.model.version).cast("string"),
-        LINEAGE_COLUMNS[2]: F.current_timestamp(),
-    })
+    return out.withColumns(lineage_columns([("prediction", ctx.model)]))
 
 
 def build_direct(ctx: Ctx, overrides: dict | None = None, **kwargs):
-    from spark_scoring.direct_scan import score_table_direct
+    from spark_scoring.engine.direct_scan import plan_scan, scan_dataframe, score_table_direct
+    from spark_scoring.engine.lineage import lineage_columns
+    from spark_scoring.engine.udf import scoring_udf
 
     path = ctx.ds.delta if ctx.input_format == "delta" else ctx.ds.parquet
 
     def build(_df=None):
-        return score_table_direct(
-            ctx.spark, path, ctx.model, keep_columns=["id"], batch_size=ctx.batch_size,
-            _spec_overrides=overrides, **kwargs
-        )
+        if not overrides:
+            return score_table_direct(ctx.spark, path, ctx.model, keep_columns=["id"], batch_size=ctx.batch_size,
+                                      **kwargs)
+        lineage = kwargs.get("lineage", True)
+        udf = scoring_udf(ctx.model, batch_size=ctx.batch_size, spark=ctx.spark)
+        cols = list(udf.columns)
+        plan, normal = plan_scan(ctx.spark, path, columns=["id", *cols])
+        out = scan_dataframe(ctx.spark, plan, normal, udf, keep=["id"], output_col="prediction", columns=cols,
+                             **overrides)
+        return out.withColumns(lineage_columns([("prediction", ctx.model)])) if lineage else out
 
     return build
 

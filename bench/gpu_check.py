@@ -8,8 +8,8 @@ Runs on: any machine with torch; torchvision is not needed (ResNet-50 is
 written out below, 25.6M parameters) and nothing is downloaded.
 
 What runs is the engine's own feeding path: Arrow batches of uint8 images are
-re-batched to ``--batch-size`` rows (``predictor.rebatch``), prepared in the
-predictor's background thread (``predictor._prefetch``: uint8 -> float32
+re-batched to ``--batch-size`` rows (``executor.predictor.rebatch``), prepared in the
+predictor's background thread (``executor.predictor._prefetch``: uint8 -> float32
 normalised, then :meth:`TorchRunner.to_device`, i.e. pinned memory and a
 non-blocking copy on CUDA) while the previous batch runs in
 :meth:`TorchRunner.run_tensor` (``inference_mode``, optional autocast, CUDA
@@ -135,7 +135,8 @@ def run(device: str = "auto", images: int = 512, size: int = 224, batch_size: in
         autocast: str | None = "auto", warmup: int = 1, threads: int | None = None) -> dict:
     import torch
 
-    from spark_scoring.predictor import TorchRunner, _prefetch, rebatch
+    from spark_scoring.executor.predictor import _prefetch, rebatch
+    from spark_scoring.executor.runners import TorchRunner
 
     if device == "auto":
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -159,8 +160,8 @@ def run(device: str = "auto", images: int = 512, size: int = 224, batch_size: in
         col = cols[0]
         arr = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), 3, size, size)
         x = (arr.astype(np.float32) - mean) / std
-        t = runner.to_device(np.ascontiguousarray(x))
-        return t.contiguous(memory_format=torch.channels_last) if cuda else t
+        (t,) = runner.to_device(np.ascontiguousarray(x))
+        return (t.contiguous(memory_format=torch.channels_last) if cuda else t,)
 
     batches = synthetic_batches(images, size)
 

@@ -299,7 +299,7 @@ def main(argv=None) -> int:
 
     ds = S.make_dataset(spark, work / "data", args.rows, args.partitions)
     uris = S.setup_models(work / "mlflow")
-    from spark_scoring.registry import load_model
+    from spark_scoring.model.registry import load_model
 
     specs = {p: (p, {}) for p in args.paths if p != "limit"}
     for name, base, opts in args.variants:

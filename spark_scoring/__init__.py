@@ -27,14 +27,17 @@ __version__ = "0.1.0"
 
 
 # Spark-facing names load on first use, so executor-side modules
-# (spark_scoring.predictor, model_cache, device, loading) import without pyspark.
+# (spark_scoring.executor) import without pyspark.
 _LAZY = {
     "get_spark": "session",
-    "load_model": "registry",
-    "ScoringModel": "registry",
-    "scoring_udf": "udf",
-    "score": "udf",
-    "ScoringUDF": "udf",
+    "load_model": "model.registry",
+    "ScoringModel": "model.registry",
+    "scoring_udf": "engine.udf",
+    "score": "engine.score",
+    "ScoringUDF": "engine.udf",
+    "score_table_direct": "engine.direct_scan",
+    "direct_scan_supported": "engine.direct_scan",
+    "arrow_batch_rows": "session",
 }
 
 
@@ -62,6 +65,9 @@ __all__ = [
     "scoring_udf",
     "ScoringUDF",
     "score",
+    "score_table_direct",
+    "direct_scan_supported",
+    "arrow_batch_rows",
     "run_job",
     "JobResult",
     "load_config",

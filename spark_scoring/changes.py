@@ -132,7 +132,6 @@ def run_changes(run, t0: float, partitions=None):
                         f"{committed or 'nothing'} (run {run.run_id}); the next run starts again "
                         "from the last checkpoint.",)
         failure.job_result = result
-        if committed:
-            failure.exit_code = 1  # exit 2 promises nothing was written
+        failure.exit_code = 1 if committed else 2  # 2: no output partition was committed
         raise failure
     return result

@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "entry", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,16 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a config value, e.g. --set engine.batch_size=4096")
     run.add_argument("--quiet", action="store_true", help="print only errors")
+    run.add_argument("--tracking-uri", help="the MLflow tracking URI (before the config's mlflow.tracking_uri)")
+    run.add_argument("--registry-uri", help="the MLflow registry URI (before the config's mlflow.registry_uri)")
+    for sub_parser in (run,):
+        sub_parser.add_argument("--verbose", action="store_true",
+                                help="show Spark's and Ivy's start-up output (hidden by default)")
     demo = sub.add_parser("demo", help="build the embedded demo (registry, models, table) and score it")
     demo.add_argument("--workspace", default="demo_workspace", help="where the demo's files go")
     demo.add_argument("--rows", type=int, default=2000, help="rows per input partition")
+    demo.add_argument("--verbose", action="store_true", help="show Spark's and Ivy's start-up output")
     report = sub.add_parser("report", help="print a run's summary and write its HTML report")
     which = report.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", help="the run id (the MLflow run id = the scoring_run_id column)")
     which.add_argument("--last", action="store_true", help="the newest run of the job given by --config")
     report.add_argument("--config", help="the job config (YAML), with --last")
     report.add_argument("--out", help="the report folder (default ./scoring_report_<run id>)")
-    report.add_argument("--tracking-uri", help="the MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    report.add_argument("--tracking-uri", help="the MLflow tracking URI (before the config's mlflow.tracking_uri, "
+                                               "then $MLFLOW_TRACKING_URI)")
     return parser
 
 
@@ -52,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ConfigError, ScoringError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        import os
+
+        os.environ["SPARK_SCORING_VERBOSE"] = "1"  # get_spark shows Spark's and Ivy's output
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("spark_scoring").setLevel(logging.INFO)
     try:
@@ -76,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .job import run_job
         from .progress import Reporter
 
-        run_job(config, overrides=args.set, partitions=args.partition, reporter=Reporter(quiet=args.quiet))
+        run_job(config, overrides=args.set, partitions=args.partition, reporter=Reporter(quiet=args.quiet),
+                tracking_uri=args.tracking_uri, registry_uri=args.registry_uri)
         return 0
     except ScoringError as exc:
         print(f"spark-scoring: error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -87,5 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry() -> None:
+    """The ``spark-scoring`` console script: exits with :func:`main`'s code (schedulers act on it)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -39,6 +39,7 @@ __all__ = [
     "EngineConfig",
     "TrackingConfig",
     "DriftConfig",
+    "MlflowConfig",
     "load_config",
     "parse_overrides",
 ]
@@ -216,6 +217,8 @@ class OutputConfig(_Strict):
 class EngineConfig(_Strict):
     """How the model is called on the executors."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     batch_size: int | None = Field(
         None, strict=True, gt=0,
         description="rows per model call (re-batched across Arrow batches); absent: 8192 for torch and "
@@ -238,6 +241,32 @@ class EngineConfig(_Strict):
     )
     result_type: Name | None = Field(
         None, description="a Spark DDL type string overriding the model signature's output"
+    )
+    params: dict[str, Any] | None = Field(
+        None, description="inference params for the model's predict, checked against its signature's "
+                          "ParamSchema (as spark_udf's params=)",
+    )
+    pyfunc_config: dict[str, Any] | None = Field(
+        None, alias="model_config",
+        description="passed to mlflow.pyfunc.load_model(..., model_config=) on the executors (YAML key "
+                    "model_config; pydantic reserves the name)",
+    )
+
+
+class MlflowConfig(_Strict):
+    """Where the MLflow tracking server and model registry are.
+
+    Precedence, for each: the CLI flag (``--tracking-uri`` / ``--registry-uri``),
+    then this section, then ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``, then
+    MLflow's default (the registry defaults to the tracking server). A relative
+    ``sqlite:///`` path is relative to the config file's folder.
+    """
+
+    tracking_uri: Name | None = Field(
+        None, description="the MLflow tracking URI (sqlite:///path/mlflow.db, http://host:5000, databricks)"
+    )
+    registry_uri: Name | None = Field(
+        None, description="the model registry URI (databricks-uc for Unity Catalog); absent: the tracking URI"
     )
 
 
@@ -305,6 +334,8 @@ class JobConfig(_Strict):
         False, strict=True,
         description="rescore partitions even if already scored by this model and input version",
     )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig,
+                                 description="the MLflow tracking server and registry")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow run logging")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="score drift checks")
 
@@ -320,7 +351,7 @@ class JobConfig(_Strict):
             return {k: _scalar_to_str(v) for k, v in value.items()}
         return value
 
-    @field_validator("engine", "tracking", "drift", mode="before")
+    @field_validator("engine", "tracking", "drift", "mlflow", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value  # `engine:` with every child commented out
@@ -381,10 +412,19 @@ class JobConfig(_Strict):
 # ------------------------------------------------------------- error messages
 _SECTIONS: dict[str, type[BaseModel]] = {
     "input": InputConfig, "output": OutputConfig, "engine": EngineConfig,
-    "tracking": TrackingConfig, "drift": DriftConfig, "models": ModelSpec,
+    "tracking": TrackingConfig, "drift": DriftConfig, "models": ModelSpec, "mlflow": MlflowConfig,
 }
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlevel = 70, 70, 3
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a section takes, as they are written in YAML (aliases where a field has one)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _field(model: type[BaseModel], key: str):
+    return next((f for name, f in model.model_fields.items() if (f.alias or name) == key), None)
 
 
 def _show(value: Any) -> str:
@@ -406,14 +446,14 @@ def _section(loc: tuple[Any, ...]) -> type[BaseModel]:
 
 def _unknown_key(loc: tuple[Any, ...], value: Any) -> str:
     key, where = _dotted(loc), _dotted(loc[:-1])
-    fields = sorted(_section(loc[:-1]).model_fields)
+    fields = sorted(_keys(_section(loc[:-1])))
     name = str(loc[-1])
     guess = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
     if guess:
         hint = f"{where}.{guess[0]}" if where else guess[0]
     else:  # a known key at the wrong level, e.g. `prediction_column` at the top
         hint = next((f"{s}.{name}" for s, m in _SECTIONS.items()
-                     if s != "models" and name in m.model_fields), "")
+                     if s != "models" and name in _keys(m)), "")
     valid = f"keys {f'under {where!r}' if where else 'at the top level'}: {', '.join(fields)}"
     line = f"- unknown key '{key}' (got {_show(value)})"
     if hint:
@@ -431,7 +471,7 @@ def _expected(err: Mapping[str, Any]) -> str:
         return f"one of {ctx['expected']}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         model = _SECTIONS.get(_dotted(err["loc"][:1]))
-        return f"a mapping of {', '.join(model.model_fields)}" if model else "a mapping of key: value"
+        return f"a mapping of {', '.join(_keys(model))}" if model else "a mapping of key: value"
     simple = {
         "missing": "a value (this key is required)", "string_type": "a string", "bool_type": "true or false",
         "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
@@ -459,7 +499,7 @@ def _problem_lines(err: Mapping[str, Any]) -> list[str]:
         return [_line(key, _show(err.get("input")), cause.expected, cause.fix)]
     value = "nothing" if err["type"] == "missing" else _show(err.get("input"))
     fix = f"add '{key}'" if err["type"] == "missing" else None
-    field = _section(loc[:-1]).model_fields.get(str(loc[-1])) if loc else None
+    field = _field(_section(loc[:-1]), str(loc[-1])) if loc else None
     if fix and field is not None and field.description:
         fix += f": {field.description}"
     return [_line(key, value, _expected(err), fix)]
@@ -612,7 +652,7 @@ def _override_path(key: str) -> list[str | int]:
         if model is None:
             raise ConfigError(f"override '{key}': '{where}' is a single value, not a section; "
                               f"use '{where}=<value>'")
-        fields = sorted(model.model_fields)
+        fields = sorted(_keys(model))
         if part not in fields:
             guess = difflib.get_close_matches(part, fields, n=1, cutoff=0.6)
             mean = f" Did you mean '{'.'.join([*parts[:i], guess[0]])}'?" if guess else ""
@@ -666,10 +706,12 @@ def load_config(
     if isinstance(source, JobConfig):
         if not overrides:
             return source
-        data: Any = source.model_dump(exclude_none=True)
+        data: Any = source.model_dump(exclude_none=True, by_alias=True)
     elif isinstance(source, (str, Path)):
         where = str(source)
         data = _read_file(Path(source))
+        if isinstance(data, dict) and isinstance(data.get("mlflow"), dict):  # before --set: those are the caller's
+            data["mlflow"] = {k: _relative_to(v, Path(source).resolve().parent) for k, v in data["mlflow"].items()}
     elif isinstance(source, Mapping):
         _check_size(source, "config")
         data = copy.deepcopy(dict(source))
@@ -693,3 +735,13 @@ def load_config(
         return JobConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, where)) from None
+
+
+def _relative_to(uri: Any, folder: Path) -> Any:
+    """``sqlite:///rel/mlflow.db`` (a relative path) made absolute against ``folder``; others as they are."""
+    if not isinstance(uri, str) or not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    rel = uri[len("sqlite:///"):]
+    if rel.startswith(":memory:") or not rel:
+        return uri
+    return "sqlite:///" + str((folder / rel).resolve())

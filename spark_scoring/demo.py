@@ -18,14 +18,14 @@ name                  what                                 output
 ``demo_churn``        torch MLP, 8 float features;          double (probability)
                       v1 ``@champion``, v2 ``@challenger``
 ``demo_fraud``        scikit-learn HistGradientBoosting,    array<double>
-                      ``predict_proba``; v1 ``@champion``  (class probabilities)
-``demo_price``        scikit-learn Ridge regressor          double
+                      ``predict_proba``, skops (MLflow 3's  (class probabilities)
+                      default) with ``skops_trusted_types``
+``demo_price``        scikit-learn Ridge regressor, skops   double
 ``demo_segments``     pyfunc returning two named outputs    struct<score, segment>
 ====================  ===================================  ======================
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,10 +176,12 @@ def setup_registry(root: str | os.PathLike) -> RegistryInfo:
             signature=ModelSignature(
                 inputs=double_inputs, outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
             ),
-            serialization_format="cloudpickle",
+            # MLflow 3's default format (skops) refuses HistGradientBoosting's tree nodes
+            # unless they are named as trusted: this is what a user passes.
+            skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
             pyfunc_predict_fn="predict_proba",
             registered_model_name="demo_fraud",
-            pip_requirements=["scikit-learn"],
+            pip_requirements=["scikit-learn", "skops"],
         )
     client.set_registered_model_alias("demo_fraud", "champion", "1")
 
@@ -189,9 +191,8 @@ def setup_registry(root: str | os.PathLike) -> RegistryInfo:
             Ridge(alpha=1.0).fit(frame, target),
             name="model",
             signature=ModelSignature(inputs=double_inputs, outputs=Schema([ColSpec("double")])),
-            serialization_format="cloudpickle",
-            registered_model_name="demo_price",
-            pip_requirements=["scikit-learn"],
+            registered_model_name="demo_price",  # MLflow 3's default format: skops
+            pip_requirements=["scikit-learn", "skops"],
         )
     client.set_registered_model_alias("demo_price", "champion", "1")
 
@@ -273,6 +274,7 @@ def demo_config(workspace: str | os.PathLike) -> dict:
     ws = Path(workspace)
     return {
         "model": "models:/demo_churn@champion",
+        "mlflow": {"tracking_uri": f"sqlite:///{(ws / 'mlflow' / 'mlflow.db').resolve()}"},
         "input": {"table": str(ws / "tables" / "customers"), "partition_by": "ds"},
         "output": {
             "table": str(ws / "tables" / "customer_scores"),

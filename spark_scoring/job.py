@@ -38,11 +38,9 @@ from . import audit as audit_mod
 from .config import JobConfig, load_config
 from .delta_io import (
     TableRef,
-    append_rows,
     partition_counts,
     partition_predicate,
     quote_identifier,
-    read_changes,
     write_partition,
 )
 from .errors import (
@@ -56,9 +54,9 @@ from .errors import (
 from .progress import Reporter
 from .session import arrow_batch_rows, set_job_description
 from .quality import bad_condition, count_rows, feature_checks, reason_column
-from .registry import ScoringModel, load_model
-from .signature import InputSpec, plan_feature_casts
-from .udf import LINEAGE_COLUMNS, _model_input_spec, scoring_udf
+from .engine.lineage import added_columns, lineage_columns
+from .engine.udf import scoring_udf
+from .model.registry import ScoringModel, load_model
 
 __all__ = ["run_job", "JobResult", "PartitionResult"]
 
@@ -139,10 +137,11 @@ class _ModelPlan:
     model: ScoringModel
     output_column: str
     columns: tuple[str, ...]      # input columns fed to the model, in model order
-    spark_types: tuple[Any, ...]  # what each is cast to
+    spark_types: tuple[Any, ...]  # the type each column feeds (None: not a scalar feature)
+    udf: Any = None               # the scoring UDF (engine)
 
 
-def _plan_models(cfg: JobConfig, schema) -> list[_ModelPlan]:
+def _plan_models(cfg: JobConfig, schema, spark) -> list[_ModelPlan]:
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import NumericType, StringType
 
@@ -150,21 +149,30 @@ def _plan_models(cfg: JobConfig, schema) -> list[_ModelPlan]:
     available = {f.name: f.dataType for f in schema.fields}
     for spec in cfg.model_specs:
         model = load_model(spec.uri)
-        columns, input_spec, _kind = _model_input_spec(model, cfg.features)
+        udf = scoring_udf(model, features=cfg.features, batch_size=cfg.engine.batch_size, device=cfg.engine.device,
+                          result_type=cfg.engine.result_type, params=cfg.engine.params,
+                          model_config=cfg.engine.pyfunc_config, spark=spark)
+        columns = list(udf.columns)
+        binding = udf.plan(columns).binding
+        if binding.stacked and not binding.struct_fields:
+            targets = [binding.spec.inputs[0].arrow_type] * len(columns)
+        elif binding.spec.declared and len(binding.spec.inputs) == len(columns):
+            targets = [None if i.is_tensor else i.arrow_type for i in binding.spec.inputs]
+        else:
+            targets = [None] * len(columns)
         # strings that parse as numbers are allowed in jobs: unparsable values are bad rows
-        lenient = {
-            c: from_arrow_type(t)
-            for c, t in zip(columns, input_spec.types)
-            if c in available and isinstance(available[c], StringType)
-            and isinstance(from_arrow_type(t), NumericType)
-        }
         check = dict(available)
-        for c, t in lenient.items():
-            check[c] = t
-        plan_feature_casts(check, InputSpec(tuple(columns), input_spec.types), model.uri)
-        plans.append(
-            _ModelPlan(model, spec.output_column, tuple(columns), tuple(from_arrow_type(t) for t in input_spec.types))
-        )
+        for c, t in zip(columns, targets):
+            if t is not None and c in available and isinstance(available[c], StringType) \
+                    and isinstance(from_arrow_type(t), NumericType):
+                check[c] = from_arrow_type(t)
+        from .engine.score import check_input
+
+        check_struct = type(schema)([f if f.name not in check else type(f)(f.name, check[f.name], True)
+                                     for f in schema.fields])
+        check_input(udf, check_struct, columns)
+        plans.append(_ModelPlan(model, spec.output_column, tuple(columns),
+                                tuple(None if t is None else from_arrow_type(t) for t in targets), udf))
     return plans
 
 
@@ -182,9 +190,7 @@ def _validate_schema(cfg: JobConfig, df, plans: list[_ModelPlan], output_ref: Ta
             f"output.keys {missing_keys} are not columns of the input {cfg.input.table!r}. "
             f"Columns: {sorted(cols)}. Fix: name key columns that exist."
         )
-    added = [p.output_column for p in plans] + list(LINEAGE_COLUMNS) + ["scoring_run_id"]
-    if len(plans) > 1:
-        added.append("model_versions")
+    added = [p.output_column for p in plans] + added_columns(len(plans), job=True)
     clash = sorted(set(added) & cols)
     if clash:
         raise SchemaMismatchError(
@@ -266,7 +272,7 @@ class _Run:
                 f"{cfg.input.table!r} is {latest}. Fix: omit input.version or use <= {latest}."
             )
         self.snapshot = self.input_ref.read(spark, self.input_version)
-        self.plans = _plan_models(cfg, self.snapshot.schema)
+        self.plans = _plan_models(cfg, self.snapshot.schema, spark)
         _validate_schema(cfg, self.snapshot, self.plans, self.output_ref, spark)
         self.models_key = [(p.model.uri, p.model.fingerprint, p.output_column) for p in self.plans]
         self.job_key = _digest(
@@ -446,14 +452,11 @@ class _Run:
         otherwise, and whenever that scan cannot be planned, one Spark aggregation.
         """
         if self._direct_blocker() is None:
-            from .direct_scan import count_bad_rows_direct
+            from .engine.direct_scan import count_bad_rows_direct
 
             try:
-                counted = count_bad_rows_direct(
-                    self.spark, self.input_ref.location(self.spark), [chk.column for chk in self.checks],
-                    version=int(self.input_version), partition_filter=self._partition_filter(value),
-                    planned=self._scan_plan(value),
-                )
+                plan, df = self._scan_plan(value)
+                counted = count_bad_rows_direct(self.spark, plan, df, [chk.column for chk in self.checks])
             except Exception as exc:  # noqa: BLE001 - Spark counts instead
                 log.warning("partition %r: counting with pyarrow failed (%s: %s); counting with Spark",
                             value, type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
@@ -469,7 +472,7 @@ class _Run:
     def _scan_plan(self, value: Any):
         """Driver: the direct-scan plan of one partition (the Delta log replayed with pyarrow),
         made once and shared by the count and the scoring of that partition."""
-        from .direct_scan import plan_scan
+        from .engine.direct_scan import plan_scan
 
         if self._planned is None or self._planned[0] != value:
             columns = list(dict.fromkeys(list(self.snapshot.columns) + [chk.column for chk in self.checks]))
@@ -479,41 +482,40 @@ class _Run:
         return self._planned[1]
 
     def _direct(self, value: Any, clean: bool):
-        """Driver: the partition scored by the direct Arrow scan (:mod:`spark_scoring.direct_scan`),
+        """Driver: the partition scored by the direct Arrow scan (:mod:`spark_scoring.engine.direct_scan`),
         as ``(DataFrame, path)``, or ``(None, reason)`` where the job uses the UDF path."""
         cfg = self.cfg
         if cfg.engine.path == "udf":
             return None, "udf"
         why = self._direct_blocker() or (None if clean else "the partition has bad rows (they are filtered in Spark)")
+        if why is None:
+            from .engine.direct_scan import why_not_direct
+
+            why = why_not_direct(self.plans[0].udf, list(self.plans[0].columns))
         if why is not None:
             if cfg.engine.path == "direct_scan":
                 log.warning("engine.path direct_scan: partition %r uses the UDF path: %s", value, why)
             return None, f"udf ({why})"
-        from .direct_scan import score_table_direct
+        from .engine.direct_scan import scan_dataframe
 
         p = self.plans[0]
         try:
-            out = score_table_direct(
-                self.spark, self.input_ref.location(self.spark), p.model,
-                version=int(self.input_version), features=list(p.columns), keep_columns=self.snapshot.columns,
-                output_col=p.output_column, partition_filter=self._partition_filter(value),
-                batch_size=cfg.engine.batch_size, device=cfg.engine.device, lineage=False,
-                planned=self._scan_plan(value),
-            )
+            plan, df = self._scan_plan(value)
+            if not plan.direct:
+                log.warning("partition %r uses the UDF path: %s", value, plan.reason)
+                return None, f"udf ({plan.reason})"
+            out = scan_dataframe(self.spark, plan, df, p.udf, keep=self.snapshot.columns,
+                                 output_col=p.output_column, columns=list(p.columns))
         except Exception as exc:  # noqa: BLE001 - planning only (nothing ran): the UDF path decides
             reason = f"direct scan planning failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             log.warning("partition %r uses the UDF path: %s", value, reason)
             return None, f"udf ({reason})"
-        plan = getattr(out, "spark_scoring_scan", None)
-        if plan is not None and not plan.direct:  # scored by score() instead; the reason was logged
-            return out, f"udf ({plan.reason})"
         return out, "direct_scan"
 
     def _score(self, df, value: Any = None, clean: bool = False):
         """Driver: ``df`` plus the prediction column(s) and lineage, and which path scores it."""
         import pyspark.sql.functions as F
 
-        cfg = self.cfg
         direct, engine_path = self._direct(value, clean)
         if direct is not None:
             return self._with_lineage(direct), engine_path
@@ -524,33 +526,12 @@ class _Run:
                 df = df.withColumn(tmp, F.col(quote_identifier(chk.column)).cast(chk.target))
                 tmp_names[chk.column] = tmp
         for p in self.plans:
-            udf = scoring_udf(
-                p.model,
-                features=p.columns,
-                batch_size=cfg.engine.batch_size,
-                device=cfg.engine.device,
-                result_type=cfg.engine.result_type,
-                spark=self.spark,
-            )
             args = [F.col(quote_identifier(tmp_names.get(c, c))) for c in p.columns]  # "a.b" is one column
-            df = df.withColumn(p.output_column, udf(*args))
+            df = df.withColumn(p.output_column, p.udf(*args))
         return self._with_lineage(df).drop(*tmp_names.values()), engine_path
 
     def _with_lineage(self, df):
-        import pyspark.sql.functions as F
-
-        first = self.plans[0].model
-        lineage = {
-            "model_name": F.lit(first.display_name),
-            "model_version": F.lit(first.version).cast("string"),
-            "scored_at": F.current_timestamp(),
-            "scoring_run_id": F.lit(self.run_id),
-        }
-        if len(self.plans) > 1:
-            lineage["model_versions"] = F.create_map(
-                *[x for p in self.plans for x in (F.lit(p.output_column), F.lit(p.model.uri))]
-            )
-        return df.withColumns(lineage)
+        return df.withColumns(lineage_columns([(p.output_column, p.model) for p in self.plans], self.run_id))
 
     def _stale_quarantine(self, value: Any) -> bool:
         """Driver: does the quarantine table hold rows of this partition that a rescore must clear?"""
@@ -671,18 +652,25 @@ def run_job(
     partitions: Sequence[str] | None = None,
     spark=None,
     reporter: Reporter | None = None,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
 ) -> JobResult:
     """Run a scoring job (a config path, dict or :class:`JobConfig`); see the module docstring.
 
-    ``partitions`` (the CLI's ``--partition``) replaces ``input.partitions``.
-    Raises a :class:`ScoringError` subclass: ``exit_code`` 2 when nothing was
-    written (config, model, schema), 1 for a failure while running (the
-    message says what was committed). Partitions committed before a failure
-    stay committed and are recorded in the audit table.
+    ``partitions`` (the CLI's ``--partition``) replaces ``input.partitions``;
+    ``tracking_uri`` / ``registry_uri`` (the CLI's flags) come before the config's
+    ``mlflow`` section (:mod:`spark_scoring.servers`).
+    Raises a :class:`ScoringError` subclass: ``exit_code`` 2 when no output
+    partition was committed (bad config, model or schema, or a failure before the
+    first commit), 1 for a failure after some partitions were committed (the
+    message lists them). Partitions committed before a failure stay committed
+    and are recorded in the audit table.
     """
+    from . import servers
     from .session import get_spark
 
     cfg = load_config(config, overrides)
+    servers.use(servers.resolve(tracking_uri, registry_uri, cfg))
     spark = spark or get_spark(conf=cfg.spark)
     reporter = reporter or Reporter()
     t0 = time.monotonic()
@@ -747,8 +735,7 @@ def run_job(
         failure.args = (f"{failure.args[0] if failure.args else failure}\nCommitted before the failure: "
                         f"{committed or 'nothing'} (run {run.run_id}).",)
         failure.job_result = result
-        if committed:
-            failure.exit_code = 1  # exit 2 promises nothing was written
+        failure.exit_code = 1 if committed else 2  # 2: no output partition was committed; rerun after the fix
         raise failure
     return result
 

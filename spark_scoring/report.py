@@ -334,8 +334,8 @@ def find_last_run(config, *, client=None) -> str:
                 return r.info.run_id
     raise ConfigError(
         f"no MLflow run of this job yet: experiment {cfg.tracking.experiment!r} at {_tracking_uri(client)} "
-        f"has no run writing {output!r}. Fix: run the job first, or point MLFLOW_TRACKING_URI (or "
-        "--tracking-uri) at the tracking server it used."
+        f"has no run writing {output!r}. Fix: run the job first, or point the config's mlflow.tracking_uri "
+        "(or --tracking-uri, or MLFLOW_TRACKING_URI) at the tracking server it used."
     )
 
 
@@ -460,13 +460,17 @@ def report_command(
     """
     from rich.console import Console
 
+    from . import servers
+    from .config import load_config
     from .errors import ConfigError
 
-    client = _client(tracking_uri)
+    cfg = load_config(config) if config else None
+    chosen = servers.use(servers.resolve(tracking_uri, None, cfg))  # the flag, else the config's mlflow section
+    client = _client(chosen.tracking_uri)
     if run_id is None:
-        if not config:
+        if cfg is None:
             raise ConfigError("give --run-id ID, or --last with --config conf/<job>.yaml")
-        run_id = find_last_run(config, client=client)
+        run_id = find_last_run(cfg, client=client)
     folder = Path(out) if out else Path.cwd() / f"scoring_report_{run_id}"
     report = load_report(run_id, folder, client=client)
     console = console or Console(width=140)

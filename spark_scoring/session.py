@@ -58,7 +58,9 @@ def get_spark(
       the Delta SQL extension settings. Pass Delta's jars with
       ``--packages io.delta:delta-spark_2.13:<version>``.
     - Otherwise a local session (``master`` or ``$SPARK_SCORING_MASTER`` or
-      ``local[*]``) whose Delta jars come from ``configure_spark_with_delta_pip``.
+      ``local[*]``) with Delta's jars from a local cache (:mod:`spark_scoring.jars`:
+      resolved from Maven Central once, then reused) and a quiet console
+      (``$SPARK_SCORING_VERBOSE=1``, the CLI's ``--verbose``, shows Spark's output).
     """
     extra = dict(conf or {})
     active = SparkSession.getActiveSession()
@@ -81,16 +83,23 @@ def get_spark(
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
     else:
-        from delta import configure_spark_with_delta_pip
+        from . import jars
 
         # Python workers must run this interpreter (a virtualenv's), not the
         # first python3 on PATH, or they will not find pyarrow, torch, mlflow.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
+        verbose = os.environ.get("SPARK_SCORING_VERBOSE", "") not in ("", "0", "false")
+        if "spark.jars.packages" not in extra and "spark.jars" not in extra:
+            # Delta's jars from the local cache (resolved by Ivy once), not an Ivy run per start
+            settings["spark.jars"] = ",".join(jars.delta_jars(verbose=verbose))
+        if not verbose:
+            settings["spark.driver.extraJavaOptions"] = (
+                f"{settings.get('spark.driver.extraJavaOptions', '')} "
+                f"-Dlog4j2.configurationFile={jars.quiet_log4j()}").strip()
         builder = builder.master(master or os.environ.get("SPARK_SCORING_MASTER", "local[*]"))
         for key, value in settings.items():
             builder = builder.config(key, value)
-        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_SCORING_LOG_LEVEL", "WARN"))
     return spark
 

@@ -66,6 +66,19 @@ def _file_part(text: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "all" if text is None else str(text)).strip("_") or "blank"
 
 
+def _artifact_location(experiment: str) -> str | None:
+    """A new experiment's artifacts next to a sqlite tracking store (not in ./mlruns of the cwd)."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None  # a server decides
+    from pathlib import Path
+
+    root = Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts" / _file_part(experiment)
+    return root.as_uri()
+
+
 class RunTracker:
     """Driver: one MLflow run per job run, plus per-partition statistics and drift."""
 
@@ -103,7 +116,8 @@ class RunTracker:
         cfg = run.cfg
         client = MlflowClient()
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(
+            cfg.tracking.experiment, artifact_location=_artifact_location(cfg.tracking.experiment))
         tags = {
             "spark_scoring.job_key": run.job_key,
             "spark_scoring.input_table": run.input_ref.name,
@@ -140,7 +154,7 @@ class RunTracker:
             "drift_bins": cfg.drift.bins,
         }
         client.log_batch(run_id, params=[Param(k, "" if v is None else str(v)[:6000]) for k, v in params.items()])
-        client.log_text(run_id, json.dumps(cfg.model_dump(mode="json"), indent=2), "config.json")
+        client.log_text(run_id, json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2), "config.json")
         return run_id, exp_id
 
     # -------------------------------------------------------------- partition

@@ -4,6 +4,9 @@
 - ``registry``: a real MLflow sqlite tracking + model registry in a temp folder,
   with real scikit-learn and torch models registered (versions and aliases),
   built by the same code as the README demo (``spark_scoring.demo``).
+- ``zoo``: models logged the way MLflow 3.17 logs them by default (torch pt2,
+  scikit-learn skops, TorchScript, pyfunc with every column type, params,
+  model_config, struct and tensor outputs), registered in ``registry``.
 - ``tmp_table``: a fresh Delta table path per test.
 
 Slow tests (separate processes, ``local-cluster``, ``spark-submit``) carry the
@@ -12,10 +15,13 @@ Slow tests (separate processes, ``local-cluster``, ``spark-submit``) carry the
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/model_zoo.py
 
 os.environ.setdefault("SPARK_SCORING_LOG_LEVEL", "ERROR")
 # Anything a test logs to MLflow without the `registry` fixture lands in a temp
@@ -47,6 +53,14 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     info = demo.setup_registry(root)
     yield info
+
+
+@pytest.fixture(scope="session")
+def zoo(registry):
+    """Models logged the way MLflow 3.17 logs them by default (pt2, skops, pyfunc forms): tests/model_zoo.py."""
+    import model_zoo
+
+    return model_zoo.build()
 
 
 @pytest.fixture()

@@ -100,14 +100,29 @@ def test_unknown_model_alias_exits_2_and_writes_nothing(spark, registry, custome
     assert not exists(spark, out) and not exists(spark, out + "_scoring_runs")
 
 
-def test_failing_run_exits_1_and_says_what_was_committed(spark, registry, customers, tmp_path, capsys):
+def test_a_failure_before_the_first_commit_exits_2_nothing_written(spark, registry, customers, tmp_path, capsys):
     config, out = write_config(tmp_path, customers)
-    assert main(["run", "--config", config, "--set", "bad_rows=fail", "--quiet"]) == 1
+    assert main(["run", "--config", config, "--set", "bad_rows=fail", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "BadRowsError" in err
     assert "3 of 10 rows" in err and "tenure_months: 1, monthly_spend: 1, support_calls: 1" in err
     assert "Committed before the failure: nothing" in err
     assert not exists(spark, out)
+
+
+def test_a_failure_after_a_commit_exits_1_and_says_what_was_committed(spark, registry, tmp_path, capsys):
+    import pandas as pd
+
+    path = str(tmp_path / "mixed")
+    clean = demo_frame(PARTS[:1], ROWS, bad_rows=False)
+    clean["customer_id"] += 100  # build_customers_table nulls ids ending in 0000000 and 0000001
+    bad = demo_frame(PARTS[1:], ROWS, seed=3)
+    build_customers_table(spark, path, pd.concat([clean, bad], ignore_index=True))
+    config, out = write_config(tmp_path, path)
+    assert main(["run", "--config", config, "--set", "bad_rows=fail", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"Committed before the failure: ['{PARTS[0]}']" in err and "BadRowsError" in err
+    assert {r.ds for r in spark.read.format("delta").load(out).select("ds").distinct().collect()} == {PARTS[0]}
 
 
 def test_set_and_partition(spark, registry, customers, tmp_path, capsys):

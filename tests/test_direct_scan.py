@@ -1,4 +1,4 @@
-"""spark_scoring.direct_scan: the direct Arrow scan gives what the normal read + score() gives.
+"""spark_scoring.engine.direct_scan: the direct Arrow scan gives what the normal read + score() gives.
 
 Every test compares ``score_table_direct`` with the normal path on the same
 pinned snapshot (``score(spark.read...load(path)).select(...)``): same rows,
@@ -23,7 +23,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_scoring import score
 from spark_scoring.demo import FEATURES
-from spark_scoring.direct_scan import direct_scan_supported, score_table_direct
+from spark_scoring.engine.direct_scan import count_bad_rows_direct, direct_scan_supported, plan_scan, score_table_direct
 
 TORCH = "models:/demo_churn/1"  # float32 inputs
 SKLEARN = "models:/demo_price/1"  # float64 inputs
@@ -58,6 +58,11 @@ def assert_same(direct, normal):
                          rtol=1e-6, atol=1e-6)
 
 
+def plan_of(spark, path, version=None, **kwargs):
+    """The direct-scan plan score_table_direct makes for ``path``."""
+    return plan_scan(spark, path, version, **kwargs)[0]
+
+
 @pytest.fixture(scope="module")
 def partitioned(spark, registry, tmp_path_factory):
     """A Delta table partitioned by a date and an int column, written in two commits."""
@@ -72,7 +77,7 @@ def partitioned(spark, registry, tmp_path_factory):
 @pytest.mark.parametrize("model", [TORCH, SKLEARN])
 def test_partitioned_delta_equals_normal_path(spark, partitioned, model):
     direct = score_table_direct(spark, partitioned, model)
-    plan = direct.spark_scoring_scan
+    plan = plan_of(spark, partitioned)
     assert plan.direct, plan.reason
     assert plan.version == 1 and plan.partition_columns == ("ds", "bucket")
     normal = _normal(spark, partitioned, model, version=1)
@@ -87,7 +92,7 @@ def test_partition_filter_and_keep_columns(spark, partitioned):
     kept = ["customer_id", "ds", "bucket"]
     direct = score_table_direct(spark, partitioned, SKLEARN, keep_columns=kept,
                                 partition_filter={"ds": "2026-11-26", "bucket": [1, 2]})
-    assert direct.spark_scoring_scan.direct
+    assert plan_of(spark, partitioned, partition_filter={"ds": "2026-11-26", "bucket": [1, 2]}).direct
     normal = _normal(spark, partitioned, SKLEARN, version=1, keep=kept,
                      where=(F.col("ds") == dt.date(2026, 11, 26)) & F.col("bucket").isin(1, 2))
     assert_same(direct, normal)
@@ -101,7 +106,7 @@ def test_partition_filter_and_keep_columns(spark, partitioned):
 
 def test_time_travel_pins_the_version(spark, partitioned):
     direct = score_table_direct(spark, partitioned, SKLEARN, version=0, keep_columns=["customer_id"])
-    assert direct.spark_scoring_scan.version == 0
+    assert plan_of(spark, partitioned, 0).version == 0
     assert_same(direct, _normal(spark, partitioned, SKLEARN, version=0, keep=["customer_id"]))
     assert direct.count() == 200
 
@@ -109,10 +114,9 @@ def test_time_travel_pins_the_version(spark, partitioned):
 def test_filter_on_a_data_column_falls_back(spark, partitioned, caplog):
     ok, reason = direct_scan_supported(spark, partitioned, partition_filter={"region": "north"})
     assert not ok and "non-partition" in reason and "region" in reason
-    with caplog.at_level(logging.WARNING, logger="spark_scoring.direct_scan"):
+    with caplog.at_level(logging.WARNING, logger="spark_scoring.engine.direct_scan"):
         direct = score_table_direct(spark, partitioned, SKLEARN, partition_filter={"region": "north"})
     assert "falls back" in caplog.text
-    assert not direct.spark_scoring_scan.direct
     assert_same(direct, _normal(spark, partitioned, SKLEARN, version=1, where=F.col("region") == "north"))
 
 
@@ -120,7 +124,7 @@ def test_parquet_folder(spark, registry, tmp_path):
     path = str(tmp_path / "pq")
     spark.createDataFrame(_frame(240)).drop("ds").write.partitionBy("region").parquet(path)
     direct = score_table_direct(spark, path, TORCH, keep_columns=["customer_id", "region", "bucket"])
-    plan = direct.spark_scoring_scan
+    plan = plan_of(spark, path)
     assert plan.direct and plan.format == "parquet" and plan.partition_columns == ("region",)
     normal = _normal(spark, path, TORCH, fmt="parquet", keep=["customer_id", "region", "bucket"])
     assert_same(direct, normal)
@@ -138,7 +142,7 @@ def test_row_groups_split_across_tasks(spark, registry, tmp_path):
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(os.path.getsize(folder / "part-0.parquet") // 5))
     try:
         direct = score_table_direct(spark, str(folder), SKLEARN, keep_columns=["customer_id"])
-        assert len(direct.spark_scoring_scan.tasks) >= 4
+        assert len(plan_of(spark, str(folder)).tasks) >= 4
         normal = _normal(spark, str(folder), SKLEARN, fmt="parquet", keep=["customer_id"])
         assert_same(direct, normal)
         assert direct.select("customer_id").distinct().count() == 4000
@@ -166,9 +170,9 @@ def test_deletion_vectors_fall_back(spark, registry, tmp_table, caplog):
     spark.sql(f"DELETE FROM delta.`{tmp_table}` WHERE customer_id % 3 = 0")
     ok, reason = direct_scan_supported(spark, tmp_table)
     assert not ok and "deletion vectors" in reason
-    with caplog.at_level(logging.WARNING, logger="spark_scoring.direct_scan"):
+    with caplog.at_level(logging.WARNING, logger="spark_scoring.engine.direct_scan"):
         direct = score_table_direct(spark, tmp_table, TORCH)
-    assert "deletion vectors" in caplog.text and not direct.spark_scoring_scan.direct
+    assert "deletion vectors" in caplog.text
     assert_same(direct, _normal(spark, tmp_table, TORCH))
     assert direct.count() == 80  # the deleted rows stay deleted
 
@@ -181,7 +185,6 @@ def test_column_mapping_falls_back(spark, registry, tmp_table):
     ok, reason = direct_scan_supported(spark, tmp_table)
     assert not ok and "column mapping" in reason
     direct = score_table_direct(spark, tmp_table, SKLEARN, keep_columns=["customer_id", "area"])
-    assert not direct.spark_scoring_scan.direct
     assert_same(direct, _normal(spark, tmp_table, SKLEARN, keep=["customer_id", "area"]))
     assert {r.area for r in direct.collect()} == {"north", "south"}
 
@@ -193,8 +196,11 @@ def test_pyarrow_bad_row_count_equals_sparks_count(spark, tmp_path):
 
     from pyspark.sql.types import DoubleType, FloatType, LongType
 
-    from spark_scoring.direct_scan import count_bad_rows_direct
     from spark_scoring.quality import count_rows, feature_checks
+
+    def count_direct(path, features, version=None, partition_filter=None):
+        plan, df = plan_scan(spark, path, version, partition_filter=partition_filter, columns=features)
+        return count_bad_rows_direct(spark, plan, df, features)
 
     rng = np.random.default_rng(7)
     specials = [None, math.nan, math.inf, -math.inf]
@@ -216,14 +222,14 @@ def test_pyarrow_bad_row_count_equals_sparks_count(spark, tmp_path):
     checks = feature_checks(df.schema, features, [DoubleType(), DoubleType(), FloatType(), LongType()])
     expected_all = count_rows(df, checks)
     assert expected_all[1] > 50 and set(expected_all[2]) == set(features)  # the data really is hostile
-    assert count_bad_rows_direct(spark, path, features) == expected_all
+    assert count_direct(path, features) == expected_all
     for part in ("p0", "p2"):
         expected = count_rows(df.where(F.col("ds") == part), checks)
-        assert count_bad_rows_direct(spark, path, features, partition_filter={"ds": part}) == expected
+        assert count_direct(path, features, partition_filter={"ds": part}) == expected
     # a version pin counts that snapshot; a feature that is a partition column is left to Spark
-    assert count_bad_rows_direct(spark, path, features, version=0) == count_rows(
+    assert count_direct(path, features, version=0) == count_rows(
         spark.read.format("delta").option("versionAsOf", 0).load(path), checks)
-    assert count_bad_rows_direct(spark, path, ["a", "ds"]) is None
+    assert count_direct(path, ["a", "ds"]) is None
 
 
 def test_a_relative_path_is_scanned_directly(spark, partitioned):

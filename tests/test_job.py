@@ -404,10 +404,10 @@ def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(
     frame.loc[clean, features] = (frame.loc[clean, features].astype(np.float64)
                                   .replace([np.inf, -np.inf], np.nan).fillna(0.25))
     inp = write_clean_input(spark, str(tmp_path / "customers"), frame)
-    from spark_scoring import direct_scan
+    from spark_scoring.engine import direct_scan
 
-    planned, plan_scan = [], direct_scan._plan_scan
-    monkeypatch.setattr(direct_scan, "_plan_scan", lambda *a, **k: planned.append(k) or plan_scan(*a, **k))
+    planned, plan_scan = [], direct_scan.plan_scan
+    monkeypatch.setattr(direct_scan, "plan_scan", lambda *a, **k: planned.append(k) or plan_scan(*a, **k))
     runs = {}
     for path in ("auto", "udf"):
         out = str(tmp_path / f"scores_{path}")

@@ -1,7 +1,7 @@
-"""spark_scoring.predictor: the executor-side core, exercised without Spark.
+"""spark_scoring.executor: the executor-side core, exercised without Spark.
 
 Real models from the real sqlite registry (``registry`` fixture), loaded the
-way executors load them (``loading.load_native`` on the downloaded artifacts),
+way executors load them (``executor.loading.load_native`` on the downloaded artifacts),
 compared with ``mlflow.pyfunc.load_model(uri).predict`` on the same rows.
 This file must not import pyspark (the predictor runs on machines without it).
 """
@@ -23,18 +23,14 @@ from hypothesis import strategies as st
 
 from spark_scoring.demo import FEATURES
 from spark_scoring.errors import BadRowsError, ResultTypeError
-from spark_scoring.loading import load_native
-from spark_scoring.predictor import (
-    Predictor,
-    PyfuncRunner,
-    SklearnRunner,
-    TorchRunner,
-    rebatch,
-    to_arrow,
-    to_matrix,
-)
-from spark_scoring.registry import load_model
-from spark_scoring.signature import OutputSpec
+from spark_scoring.engine.binding import plan_binding
+from spark_scoring.executor.inputs import Binding
+from spark_scoring.executor.loading import load_native
+from spark_scoring.executor.outputs import to_arrow
+from spark_scoring.executor.predictor import Predictor, rebatch, to_matrix
+from spark_scoring.executor.runners import PyfuncRunner, SklearnRunner, TorchRunner
+from spark_scoring.executor.specs import InputSpec, ModelInput, OutputSpec
+from spark_scoring.model.registry import load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URIS = {
@@ -84,22 +80,26 @@ def scoring_models(registry):
     return {key: load_model(uri) for key, uri in URIS.items()}
 
 
+def stacked(names, dtype=np.float32) -> Binding:
+    """Scalar feature columns stacked into one float matrix (a native torch / scikit-learn model)."""
+    inp = ModelInput("x", pa.from_numpy_dtype(np.dtype(dtype)), (len(names),))
+    return Binding(InputSpec((inp,), form="tensor"), tuple(names), stacked=True)
+
+
 def make_predictor(scoring_models, key: str, **kw) -> Predictor:
-    """Build the predictor the way an executor does for ``key``'s model."""
+    """Build the predictor the way an executor does for ``key``'s model (the engine's binding)."""
     m = scoring_models[key]
+    plan = plan_binding(m, feature_names(key))
     if key == "churn":
-        assert m.flavor == "pytorch"
+        assert m.flavor == plan.runner == "pytorch"
         runner = TorchRunner(load_native("pytorch", m.local_path, "cpu"), "cpu")
-        names = FEATURES
     elif key in ("fraud", "price"):
-        assert m.flavor == "sklearn"
+        assert m.flavor == plan.runner == "sklearn"
         runner = SklearnRunner(load_native("sklearn", m.local_path), m.predict_method)
-        names = FEATURES
     else:
-        assert m.flavor == "pyfunc"
-        runner = PyfuncRunner(load_native("pyfunc", m.local_path), SEGMENT_FEATURES)
-        names = SEGMENT_FEATURES
-    return Predictor(runner, names=names, output=m.output, **kw)
+        assert m.flavor == plan.runner == "pyfunc"
+        runner = PyfuncRunner(load_native("pyfunc", m.local_path), input_kind=plan.input_kind)
+    return Predictor(runner, binding=plan.binding, output=m.output, **kw)
 
 
 def feature_names(key: str):
@@ -303,7 +303,7 @@ def test_nan_model_outputs_become_null(scoring_models):
     frame = feature_frame(50, seed=3)
     inner = load_native("pytorch", scoring_models["churn"].local_path, "cpu")
     predictor = Predictor(
-        TorchRunner(NanWhereFirstFeatureHigh(inner)), names=FEATURES, output=scoring_models["churn"].output
+        TorchRunner(NanWhereFirstFeatureHigh(inner)), binding=stacked(FEATURES), output=scoring_models["churn"].output
     )
     result = predictor.predict(columns_of(frame, FEATURES))
     high = np.flatnonzero(frame["tenure_months"].to_numpy() > 1.0)
@@ -338,7 +338,7 @@ def test_scalar_spec_on_predict_proba_model_is_refused(scoring_models):
     """A real classifier's predict_proba through a scalar spec: an error, not P(class 0)."""
     m = scoring_models["fraud"]
     runner = SklearnRunner(load_native("sklearn", m.local_path), "predict_proba")
-    predictor = Predictor(runner, names=FEATURES, output=OutputSpec("scalar", pa.float64()))
+    predictor = Predictor(runner, binding=stacked(FEATURES, np.float64), output=OutputSpec("scalar", pa.float64()))
     with pytest.raises(ResultTypeError, match=r"returned shape \(5, 2\)"):
         predictor.predict(columns_of(feature_frame(5), FEATURES))
 
@@ -357,7 +357,7 @@ def test_string_outputs_keep_none_as_null():
 
 def test_to_arrow_struct_needs_every_field():
     struct = OutputSpec("struct", pa.struct([("score", pa.float64()), ("segment", pa.string())]))
-    with pytest.raises(ResultTypeError, match=r"field 'segment' is missing"):
+    with pytest.raises(ResultTypeError, match=r"\['segment'\] are missing"):
         to_arrow(pd.DataFrame({"score": [1.0]}), struct, 1)
     with pytest.raises(ResultTypeError, match=r"returned ndarray, but the output type is a struct"):
         to_arrow(np.array([1.0]), struct, 1)
@@ -393,7 +393,7 @@ def test_torch_oom_backoff_halves_until_it_fits(scoring_models):
     inner = load_native("pytorch", scoring_models["churn"].local_path, "cpu")
     module = OomAbove(inner, limit=40)
     runner = TorchRunner(module, "cpu")
-    predictor = Predictor(runner, names=FEATURES, output=scoring_models["churn"].output, batch_size=256)
+    predictor = Predictor(runner, binding=stacked(FEATURES), output=scoring_models["churn"].output, batch_size=256)
     result = predictor.predict(columns_of(frame, FEATURES))
     assert len(result) == 300 and result.null_count == 0
     assert_matches_reference("churn", result, reference("churn", frame))
@@ -409,7 +409,7 @@ def test_torch_oom_backoff_halves_until_it_fits(scoring_models):
 def test_torch_oom_at_one_row_is_raised(scoring_models):
     inner = load_native("pytorch", scoring_models["churn"].local_path, "cpu")
     runner = TorchRunner(OomAbove(inner, limit=0), "cpu")
-    predictor = Predictor(runner, names=FEATURES, output=scoring_models["churn"].output)
+    predictor = Predictor(runner, binding=stacked(FEATURES), output=scoring_models["churn"].output)
     with pytest.raises(torch.cuda.OutOfMemoryError, match=r"simulated, 1 rows"):
         predictor.predict(columns_of(feature_frame(8), FEATURES))
 
@@ -498,8 +498,8 @@ def test_this_file_imports_no_spark():
 def test_predictor_imports_without_pyspark():
     code = (
         "import sys\n"
-        "import spark_scoring.predictor, spark_scoring.loading, spark_scoring.model_cache, "
-        "spark_scoring.device\n"
+        "import spark_scoring.executor.task, spark_scoring.executor.scan, spark_scoring.model.signature, "
+        "spark_scoring.engine.binding\n"
         "bad = sorted(m for m in sys.modules if m == 'pyspark' or m.startswith('pyspark.'))\n"
         "assert 'pyspark' not in sys.modules, bad[:10]\n"
         "print('ok')\n"

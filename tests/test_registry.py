@@ -26,8 +26,10 @@ from spark_scoring import (
     load_model,
 )
 from spark_scoring.demo import FEATURES
-from spark_scoring.registry import parse_model_uri
-from spark_scoring.signature import OutputSpec
+from pathlib import Path
+
+from spark_scoring.executor.specs import OutputSpec
+from spark_scoring.model.uri import parse_model_uri
 
 # "Registered versions: [2, 1]" (later tests may add versions above 2)
 CHURN_VERSIONS = r"Registered versions: \[(\d+, )*2, 1\]; aliases: .*@champion -> v1"
@@ -75,7 +77,7 @@ def test_challenger_alias_and_explicit_version(client):
     assert challenger.fingerprint == v2.fingerprint
 
 
-@pytest.mark.parametrize("uri", ["models:/demo_churn/latest", "models:/demo_churn/LATEST", "models:/demo_churn"])
+@pytest.mark.parametrize("uri", ["models:/demo_churn/latest", "models:/demo_churn/LATEST"])
 def test_latest_is_the_highest_version(client, uri):
     highest = max(int(v.version) for v in client.search_model_versions("name='demo_churn'"))
     m = load_model(uri)
@@ -167,8 +169,8 @@ def test_moving_the_alias_does_not_change_a_loaded_model(client):
 def test_unknown_model_lists_close_names():
     with pytest.raises(
         ModelResolutionError,
-        match=r"^model URI 'models:/demo_chrun@champion': no registered model named 'demo_chrun'\. "
-        r"Did you mean: demo_churn\b.*Fix: register the model or correct the name\.",
+        match=r"^model URI 'models:/demo_chrun@champion': no registered model named 'demo_chrun' in registry '[^']+'\. "
+        r"Did you mean: demo_churn\b.*Fix: register the model, correct the name, or point mlflow\.registry_uri",
     ):
         load_model("models:/demo_chrun@champion")
 
@@ -176,7 +178,7 @@ def test_unknown_model_lists_close_names():
 def test_unknown_model_without_close_names_lists_registered_models():
     with pytest.raises(
         ModelResolutionError,
-        match=r"no registered model named 'zzz_qq'\. Registered models: \[.*'demo_churn'.*'demo_segments'.*\]",
+        match=r"no registered model named 'zzz_qq' in registry '[^']+'\. Registered models: \[.*'demo_churn'.*'demo_segments'.*\]",
     ):
         load_model("models:/zzz_qq/1")
 
@@ -184,7 +186,7 @@ def test_unknown_model_without_close_names_lists_registered_models():
 def test_unknown_alias_lists_versions_and_aliases():
     with pytest.raises(
         ModelResolutionError,
-        match=r"^model URI 'models:/demo_churn@nope': model 'demo_churn' has no alias @nope\. " + CHURN_VERSIONS,
+        match=r"^model URI 'models:/demo_churn@nope': model 'demo_churn' has no alias @nope in registry '[^']+'\. " + CHURN_VERSIONS,
     ) as info:
         load_model("models:/demo_churn@nope")
     assert "@challenger -> v2" in str(info.value)
@@ -194,7 +196,7 @@ def test_unknown_alias_lists_versions_and_aliases():
 def test_unknown_version_lists_versions_and_aliases():
     with pytest.raises(
         ModelResolutionError,
-        match=r"^model URI 'models:/demo_churn/99': model 'demo_churn' has no version 99\. " + CHURN_VERSIONS,
+        match=r"^model URI 'models:/demo_churn/99': model 'demo_churn' has no version 99 in registry '[^']+'\. " + CHURN_VERSIONS,
     ):
         load_model("models:/demo_churn/99")
 
@@ -202,8 +204,8 @@ def test_unknown_version_lists_versions_and_aliases():
 def test_non_numeric_version():
     with pytest.raises(
         ModelResolutionError,
-        match=r"version 'abc' is not a number\. Fix: use models:/demo_churn/<number> or "
-        r"models:/demo_churn@<alias>\. " + CHURN_VERSIONS,
+        match=r"version 'abc' is not a number\. Fix: use models:/demo_churn/<number>, models:/demo_churn/latest or "
+        r"models:/demo_churn@<alias> \(registry stages are deprecated.*\)\. " + CHURN_VERSIONS,
     ):
         load_model("models:/demo_churn/abc")
 
@@ -212,7 +214,7 @@ def test_non_numeric_version():
     "uri", ["models:/demo_churn/1/extra", "models:demo_churn", "models:/", "models:/demo_churn@", "models:/a@b/1"]
 )
 def test_malformed_models_uri(uri):
-    with pytest.raises(ModelResolutionError, match=r"is not of the form models:/<name>@<alias> or models:/<name>/<version>"):
+    with pytest.raises(ModelResolutionError, match=r"is not of the form models:/<name>@<alias>, models:/<name>/<version>"):
         load_model(uri)
 
 
@@ -234,10 +236,44 @@ def test_unknown_run_is_a_resolution_error():
 
 
 def test_parse_model_uri_parts():
-    assert parse_model_uri("models:/m@a") == {"kind": "registry", "name": "m", "alias": "a", "version": None}
-    assert parse_model_uri("models:/m/3") == {"kind": "registry", "name": "m", "alias": None, "version": "3"}
-    assert parse_model_uri("runs:/abc/model") == {"kind": "run", "run_id": "abc"}
-    assert parse_model_uri("/some/dir") == {"kind": "path", "path": "/some/dir"}
+    def parts(uri):
+        p = parse_model_uri(uri)
+        return {k: v for k, v in vars(p).items() if v is not None and k != "text"}
+
+    assert parts("models:/m@a") == {"kind": "registered", "name": "m", "alias": "a"}
+    assert parts("models:/m/3") == {"kind": "registered", "name": "m", "version": "3"}
+    assert parts("models:/m/Latest") == {"kind": "registered", "name": "m", "version": "latest"}
+    assert parts("models:/m-0123abcd") == {"kind": "logged", "model_id": "m-0123abcd"}
+    assert parts("runs:/abc/model") == {"kind": "run", "run_id": "abc", "path": "model"}
+    assert parts("runs:/abc/sub/model/") == {"kind": "run", "run_id": "abc", "path": "sub/model"}
+    assert parts("/some/dir") == {"kind": "path", "path": "/some/dir"}
+    assert parts(Path("/some/dir")) == {"kind": "path", "path": "/some/dir"}
+    uc = parse_model_uri("models:/main.ml.churn@champion")
+    assert (uc.kind, uc.name, uc.alias, uc.unity_catalog) == ("registered", "main.ml.churn", "champion", True)
+    uc3 = parse_model_uri("models:/main.ml.churn/3")
+    assert (uc3.name, uc3.version, uc3.unity_catalog) == ("main.ml.churn", "3", True)
+    assert not parse_model_uri("models:/churn@champion").unity_catalog
+    with pytest.raises(ModelResolutionError, match=r"runs:/<run_id>/<artifact path>"):
+        parse_model_uri("runs:/only_a_run_id")
+
+
+def test_a_registered_name_without_version_reads_as_a_logged_model_id_as_in_mlflow_3():
+    with pytest.raises(
+        ModelResolutionError,
+        match=r"no logged model with id 'demo_churn'.*A registered model 'demo_churn' exists: name a version or "
+              r"alias, e.g\. models:/demo_churn@champion",
+    ):
+        load_model("models:/demo_churn")
+
+
+def test_unity_catalog_names_resolve_against_the_configured_registry_and_say_which():
+    with pytest.raises(
+        ModelResolutionError,
+        match=r"model URI 'models:/main\.ml\.churn@champion': no registered model named 'main\.ml\.churn' in "
+              r"registry 'sqlite:///.*mlflow\.db'\..*Unity Catalog names are <catalog>\.<schema>\.<model>: set "
+              r"mlflow\.registry_uri: databricks-uc",
+    ):
+        load_model("models:/main.ml.churn@champion")
 
 
 # ---------------------------------------------------------------------------
@@ -267,7 +303,8 @@ def test_unreachable_registry(unreachable_registry, uri):
     with pytest.raises(
         RegistryUnavailableError,
         match=rf"^could not reach the MLflow registry at 'http://127\.0\.0\.1:9' to resolve '{uri}'.*"
-        r"Fix: check MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI",
+        r"Fix: check the job config's mlflow\.tracking_uri / mlflow\.registry_uri \(or MLFLOW_TRACKING_URI / "
+        r"MLFLOW_REGISTRY_URI\)",
     ) as info:
         load_model(uri)
     assert isinstance(info.value, ModelResolutionError) and isinstance(info.value, ScoringError)
@@ -291,7 +328,7 @@ def test_registry_is_back_after_the_unreachable_tests(registry):
 
 @pytest.mark.parametrize(
     ("uri", "model_file"),
-    [("models:/demo_price/1", "model.pkl"), ("models:/demo_churn/1", "data/model.pth"),
+    [("models:/demo_price/1", "model.skops"), ("models:/demo_churn/1", "data/model.pth"),
      ("models:/demo_segments/1", "python_model.pkl")],
 )
 def test_corrupt_model_file_fails_at_load(tmp_path, uri, model_file):
@@ -305,7 +342,7 @@ def test_corrupt_model_file_fails_at_load(tmp_path, uri, model_file):
     assert unchecked.uri == str(folder)
     with pytest.raises(
         ModelLoadError,
-        match=rf"^model '{folder}' \(resolved from '{folder}'\) could not be loaded from its artifacts: "
+        match=rf"^model '{folder}' \(resolved from '{folder}'; [a-z0-9, ()]+\) could not be loaded from its artifacts: "
         r"\w+: .*Fix: re-log the model; the artifacts look corrupt",
     ):
         load_model(str(folder))
@@ -322,6 +359,6 @@ def test_corrupt_mlmodel_file(tmp_path):
 def test_missing_model_file(tmp_path):
     folder = tmp_path / "no_pickle"
     shutil.copytree(load_model("models:/demo_price/1").local_path, folder)
-    (folder / "model.pkl").unlink()
+    (folder / "model.skops").unlink()
     with pytest.raises(ModelLoadError, match=r"could not be loaded from its artifacts"):
         load_model(str(folder))

@@ -2,7 +2,7 @@
 mid-task, under ``local[2,2]`` (``spark.task.maxFailures`` = 2).
 
 The faults are injected on the executors through the test-only local property
-``spark_scoring.udf.TEST_FAULT_PROPERTY`` (off unless a driver sets it), keyed on
+``spark_scoring.executor.faults.FAULT_PROPERTY`` (off unless a driver sets it), keyed on
 ``TaskContext.attemptNumber()``; see ``drivers/task_faults.py``.
 """
 from __future__ import annotations

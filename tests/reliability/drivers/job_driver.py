@@ -7,7 +7,7 @@ Run by the reliability tests (never by users). Arguments are the CLI's
 - ``REL_KILL_AFTER_COMMIT=<partition>``: SIGKILL this driver right after that
   partition's Delta commit, before its audit row (``spark_scoring.job._test_hook``);
 - ``REL_TASK_FAULT=raise|exit|raise_always|exit_always``: set the test-only local
-  property ``spark_scoring.udf.TEST_FAULT_PROPERTY`` for the job's Spark tasks.
+  property ``spark_scoring.executor.faults.FAULT_PROPERTY`` for the job's Spark tasks.
 
 Exits with the CLI's code (0 done, 2 nothing written, 1 failed while running).
 """
@@ -31,7 +31,7 @@ def main() -> int:
     fault = os.environ.get("REL_TASK_FAULT")
     if fault:
         from spark_scoring.session import get_spark
-        from spark_scoring.udf import TEST_FAULT_PROPERTY
+        from spark_scoring.executor.faults import FAULT_PROPERTY as TEST_FAULT_PROPERTY
 
         get_spark().sparkContext.setLocalProperty(TEST_FAULT_PROPERTY, fault)
     from spark_scoring.cli import main as cli_main

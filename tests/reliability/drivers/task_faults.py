@@ -7,7 +7,7 @@ input table), ``REL_OUT`` (a folder for output tables). Prints one
 ``RESULT {json}`` line with what each scenario observed.
 
 The faults come from the test-only local property
-``spark_scoring.udf.TEST_FAULT_PROPERTY``: ``raise`` (attempt 0 of every scoring
+``spark_scoring.executor.faults.FAULT_PROPERTY``: ``raise`` (attempt 0 of every scoring
 task raises), ``exit`` (attempt 0 kills its Python worker with ``os._exit``),
 ``raise_always`` / ``exit_always`` (every attempt: the job must fail clearly).
 """
@@ -31,12 +31,12 @@ def main() -> int:
     import pyspark.sql.functions as F
 
     from spark_scoring import score
-    from spark_scoring.direct_scan import score_table_direct
+    from spark_scoring import score_table_direct
     from spark_scoring.errors import ScoringError
     from spark_scoring.job import run_job
     from spark_scoring.progress import Reporter
     from spark_scoring.session import get_spark
-    from spark_scoring.udf import TEST_FAULT_PROPERTY
+    from spark_scoring.executor.faults import FAULT_PROPERTY as TEST_FAULT_PROPERTY
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import reliability_helpers as H

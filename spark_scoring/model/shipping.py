@@ -1,6 +1,7 @@
 """Ship a downloaded model to the executors without them touching the registry.
 
-Runs on: the driver (:func:`ship`) and executors (:meth:`ModelHandle.local_dir`).
+Runs on: the driver. Executors read what it ships through
+:class:`~spark_scoring.executor.artifacts.ModelHandle`.
 
 Two ways, both keyed by the model fingerprint:
 
@@ -17,44 +18,14 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
-import threading
 import zipfile
-from dataclasses import dataclass
 from typing import Any
+
+from ..executor.artifacts import ModelHandle
 
 __all__ = ["ModelHandle", "ship"]
 
 _broadcasts: dict[tuple[int, str], Any] = {}
-_unpacked: dict[str, str] = {}
-_unpack_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ModelHandle:
-    """What a task needs to get the model: small, picklable, no registry access."""
-
-    fingerprint: str
-    flavor: str
-    uri: str
-    predict_method: str | None
-    path: str | None = None
-    broadcast: Any = None
-
-    def local_dir(self) -> str:
-        """Executor: a local folder holding the artifacts (unpacked once per worker)."""
-        if self.broadcast is None:
-            return self.path
-        with _unpack_lock:
-            folder = _unpacked.get(self.fingerprint)
-            if folder and os.path.isdir(folder):
-                return folder
-            folder = tempfile.mkdtemp(prefix=f"spark_scoring_{self.fingerprint[:8]}_")
-            with zipfile.ZipFile(io.BytesIO(self.broadcast.value)) as zf:
-                zf.extractall(folder)
-            _unpacked[self.fingerprint] = folder
-            return folder
 
 
 def _zip_folder(folder: str) -> bytes:
@@ -75,7 +46,7 @@ def ship(spark, model, method: str | None = None) -> ModelHandle:
     """Driver: make ``model`` (a ScoringModel) reachable from executors; memoized per fingerprint."""
     method = method or os.environ.get("SPARK_SCORING_SHIP", "auto")
     if method not in ("auto", "broadcast", "path"):
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"ship={method!r}: expected 'auto', 'broadcast' or 'path'.")
     base = dict(
@@ -83,6 +54,8 @@ def ship(spark, model, method: str | None = None) -> ModelHandle:
         flavor=model.flavor,
         uri=model.uri,
         predict_method=model.predict_method,
+        fmt=model.format,
+        pyfunc_config_keys=model.pyfunc_config_keys,
     )
     if method == "path" or (method == "auto" and _is_connect(spark)):
         return ModelHandle(path=model.local_path, **base)
@@ -93,13 +66,3 @@ def ship(spark, model, method: str | None = None) -> ModelHandle:
         bc = sc.broadcast(_zip_folder(model.local_path))
         _broadcasts[key] = bc
     return ModelHandle(broadcast=bc, **base)
-
-
-def _cleanup() -> None:  # pragma: no cover - interpreter exit
-    for folder in _unpacked.values():
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-import atexit  # noqa: E402
-
-atexit.register(_cleanup)

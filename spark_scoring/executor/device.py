@@ -1,7 +1,8 @@
 """Which device a task scores on, and how many CPU threads it may use.
 
-Runs on: executors (inside a task). Imports pyspark's TaskContext lazily; with
-no task (a plain Python process, the GPU check) it behaves as "no Spark".
+Runs on: executors (inside a task). No Spark import: the task's GPU addresses
+and CPU count come in a :class:`~spark_scoring.executor.task.TaskInfo`, read
+from Spark's ``TaskContext`` by the engine.
 
 - ``device="auto"``: the GPU Spark assigned to this task
   (``TaskContext.get().resources()["gpu"].addresses``), else CPU when the task
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["resolve_device", "map_gpu_address", "task_gpu_addresses", "task_cpus", "cuda_available"]
+__all__ = ["resolve_device", "map_gpu_address", "cuda_available"]
 
 
 def cuda_available() -> bool:
@@ -27,38 +28,6 @@ def cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - no torch, or a broken CUDA install
         return False
-
-
-def _task_context():
-    try:
-        from pyspark import TaskContext
-
-        return TaskContext.get()
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def task_gpu_addresses() -> list[str]:
-    """The GPU addresses Spark gave the current task ([] outside a task or without GPUs)."""
-    ctx = _task_context()
-    if ctx is None:
-        return []
-    try:
-        res = ctx.resources().get("gpu")
-    except Exception:  # noqa: BLE001
-        return []
-    return list(res.addresses) if res is not None else []
-
-
-def task_cpus() -> int:
-    """``spark.task.cpus`` for the current task; 1 outside a task."""
-    ctx = _task_context()
-    if ctx is None:
-        return max(1, os.cpu_count() or 1)
-    try:
-        return max(1, int(ctx.cpus()))
-    except Exception:  # noqa: BLE001
-        return 1
 
 
 def map_gpu_address(address: str, visible: str | None = None) -> int:
@@ -79,12 +48,16 @@ def map_gpu_address(address: str, visible: str | None = None) -> int:
     )
 
 
-def resolve_device(requested: str = "auto") -> str:
-    """``"cpu"`` or ``"cuda:N"`` for this task (see the module docstring)."""
+def resolve_device(requested: str = "auto", gpu_addresses=(), *, in_task: bool = True) -> str:
+    """``"cpu"`` or ``"cuda:N"`` for a task that Spark gave ``gpu_addresses`` (see the module docstring).
+
+    ``in_task=False`` (a plain Python process, the GPU check): ``auto`` takes
+    ``cuda:0`` when CUDA is available.
+    """
     requested = (requested or "auto").lower()
     if requested == "cpu":
         return "cpu"
-    addresses = task_gpu_addresses()
+    addresses = list(gpu_addresses)
     if requested.startswith("cuda"):
         if not cuda_available():
             raise RuntimeError(
@@ -100,4 +73,4 @@ def resolve_device(requested: str = "auto") -> str:
         return "cpu"
     if addresses:
         return f"cuda:{map_gpu_address(addresses[0])}"
-    return "cpu" if _task_context() is not None else "cuda:0"
+    return "cpu" if in_task else "cuda:0"
