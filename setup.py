@@ -22,6 +22,11 @@ INSTALL_REQUIRES = [
     "grpcio-status>=1.76.0",
     "googleapis-common-protos>=1.71.0",
     "zstandard>=0.25.0",
+    # the direct scan plans a pinned Delta version's files through delta-kernel (delta-rs)
+    "deltalake==1.6.6",
+    # media models (image tagging): torchvision's decode_jpeg / resize, matched to torch 2.13
+    "torchvision==0.28.0",
+    "Jinja2>=3.1,<4",
 ]
 
 TEST_REQUIRES = [
@@ -33,7 +38,12 @@ TEST_REQUIRES = [
     # Asset Bundle into the typed job classes of the version the CLI's schema is read from.
     "build>=1.2,<2",
     "databricks-bundles==1.22.1",
+    # tests/test_layers.py: the package's layer contracts (.importlinter)
+    "import-linter==2.17",
 ]
+
+# Side-by-side peers for bench/media.py and bench/run.py (not needed to run or test the package).
+BENCH_REQUIRES = ["ray[data]==2.60.0", "daft==0.7.26", "threadpoolctl>=3"]
 
 # Non-Python files shipped inside the package (the report's Jinja2 templates); the
 # patterns are relative to spark_scoring/, so they match templates/ folders at any depth.
@@ -51,7 +61,7 @@ setup(
     include_package_data=True,
     package_data=PACKAGE_DATA,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES + BENCH_REQUIRES, "bench": BENCH_REQUIRES},
     entry_points={"console_scripts": ["spark-scoring=spark_scoring.cli:entry"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -113,7 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _quiet_reporter():
     """spark_scoring's Reporter(quiet=True) (the module is moving: try both homes; None: run_job's default)."""
-    for module in ("spark_scoring.progress", "spark_scoring.ops.progress"):
+    for module in ("spark_scoring.ops.progress", "spark_scoring.progress"):
         try:
             return importlib.import_module(module).Reporter(quiet=True)
         except (ImportError, AttributeError):
@@ -669,16 +669,16 @@ def _job_label(job: dict) -> str:
 
 
 def profile_top(prof: cProfile.Profile, top: int = 40) -> dict[str, list[dict]]:
-    """The spark_scoring, mlflow and delta functions with the most cumulative driver seconds."""
+    """The spark_scoring, mlflow and delta (delta-spark's Python API) functions with the most
+    cumulative driver seconds; each file counts for the first group whose folder it is in."""
     groups = {"spark_scoring": "/spark_scoring/", "mlflow": "/mlflow/", "delta": "/delta/"}
     found = {g: [] for g in groups}
     for (filename, line, func), (_cc, ncalls, own, cum, _callers) in pstats.Stats(prof).stats.items():
         path = filename.replace("\\", "/")
-        for group, needle in groups.items():
-            if needle in path:
-                rel = path[path.rindex(needle) + 1:]
-                found[group].append({"function": f"{rel}:{line}({func})", "ncalls": ncalls,
-                                     "cum_s": cum, "own_s": own})
+        group = next((g for g, needle in groups.items() if needle in path), None)
+        if group is not None:
+            rel = path[path.rindex(groups[group]) + 1:]
+            found[group].append({"function": f"{rel}:{line}({func})", "ncalls": ncalls, "cum_s": cum, "own_s": own})
     return {g: sorted(rows, key=lambda r: -r["cum_s"])[:top] for g, rows in found.items()}
 
 

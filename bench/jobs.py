@@ -71,7 +71,7 @@ def _stacks(spark, src: str, out: str, uri: str, kind: str) -> int:
 
 def _job(spark, src: str, out: str, uri: str, path: str) -> tuple[int, str]:
     from spark_scoring import run_job
-    from spark_scoring.progress import Reporter
+    from spark_scoring.ops.progress import Reporter
 
     cfg = {
         "model": uri,

@@ -145,12 +145,12 @@ def build_path(ctx: E.Ctx, base: str, opts: dict) -> E.Path_:
         return E.LimitPath(ctx, overlap=False)
     if base == "limit[overlap]":
         return E.LimitPath(ctx, overlap=True)
-    arrow = opts["arrow"] if "arrow" in opts else "session"
+    arrow = opts.get("arrow", "session")  # None: Spark's defaults
     if base == "spark_udf":
         return E.SparkPath(ctx, "spark_udf", "media_plain", arrow_rows=arrow)
     if base in ("score[plain]", "score[overlapped]"):
         name = "media_plain" if base == "score[plain]" else "media_overlapped"
-        bs = opts["batch_size"] if "batch_size" in opts else "batch"
+        bs = opts.get("batch_size", "batch")  # None: spark_scoring's default
         return E.SparkPath(ctx, "score", name, batch_size=bs, arrow_rows=arrow)
     if base == "ray":
         return E.RayPath(ctx, threads=opts.get("threads"))
@@ -375,7 +375,8 @@ def markdown(result: dict) -> str:
     ]
     for label in s:
         base = label.split("{")[0]
-        lines.append(f"| {label} | {WHAT.get(base, '')}{' (variant ' + label[len(base):] + ')' if label != base else ''} |")
+        variant = f" (variant {label[len(base):]})" if label != base else ""
+        lines.append(f"| {label} | {WHAT.get(base, '')}{variant} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,7 @@ from spark_scoring import load_config
 overrides = {}
 if params["partitions"]:
     overrides["input.partitions"] = [p.strip() for p in params["partitions"].split(",") if p.strip()]
-config = load_config(params["config"] or demo.demo_config(workspace), overrides)
+config = load_config(params["config"] or demo.demo_config(workspace, params["registry_dir"] or None), overrides)
 print(config.model_dump_json(indent=2, exclude_none=True))
 
 # COMMAND ----------
@@ -93,6 +93,6 @@ print(f"run {result.run_id}: rows in {result.rows_in} = scored {result.rows_scor
 # COMMAND ----------
 
 if config.tracking.enabled:
-    from spark_scoring.report import report_command
+    from spark_scoring.ops.report import report_command
 
     page = report_command(result.run_id, out=str(workspace / "reports" / result.run_id))

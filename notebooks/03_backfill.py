@@ -58,7 +58,7 @@ import pandas as pd
 
 from spark_scoring import load_config
 
-base = load_config(params["config"] or demo.demo_config(workspace))
+base = load_config(params["config"] or demo.demo_config(workspace, params["registry_dir"] or None))
 source = base.input.table
 read = spark.read.format("delta").load(source) if "/" in source else spark.table(source)
 present = {str(r[0]) for r in read.select(base.input.partition_by).distinct().collect()}
@@ -90,7 +90,7 @@ config = load_config(base, {
 import sys
 
 from spark_scoring import run_job
-from spark_scoring.progress import Reporter
+from spark_scoring.ops.progress import Reporter
 
 result = run_job(config, spark=spark, reporter=Reporter(stream=sys.stdout))
 

@@ -51,7 +51,7 @@ table = notebook.demo_table(spark, params)  # with demo=true: the demo registry 
 from spark_scoring import load_config
 
 compare = params["output_table"] or str(workspace / "tables" / "customer_scores_compare")
-config = load_config(params["config"] or demo.demo_config(workspace), {
+config = load_config(params["config"] or demo.demo_config(workspace, params["registry_dir"] or None), {
     "models": [
         {"uri": params["champion"], "output_column": "score_champion"},
         {"uri": params["challenger"], "output_column": "score_challenger"},
@@ -84,8 +84,8 @@ result = run_job(config, spark=spark)
 
 # COMMAND ----------
 
-from spark_scoring.drift import compare_scores
-from spark_scoring.report import comparison_figure, save_png
+from spark_scoring.ops.drift import compare_scores
+from spark_scoring.ops.report import comparison_figure, save_png
 
 read = spark.read.format("delta").load(compare) if "/" in compare else spark.table(compare)
 partition_rows = read.where(read[config.input.partition_by] == params["partition"])

@@ -47,9 +47,9 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in ("run_job", "JobResult"):
-        from . import job
+        from . import run
 
-        return getattr(job, name)
+        return getattr(run, name)
     if name in ("load_config", "JobConfig"):
         from . import config
 

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"output table {result.output_table}")
             return 0
         if args.command == "report":
-            from .report import report_command
+            from .ops.report import report_command
 
             if args.last and not args.config:
                 raise ConfigError("--last needs --config conf/<job>.yaml: the job whose newest run to report")
@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args.config_opt or args.config_path
         if not config:
             raise ConfigError("no config given. Fix: spark-scoring run --config conf/<job>.yaml")
-        from .job import run_job
-        from .progress import Reporter
+        from .run import run_job
+        from .ops.progress import Reporter
 
         run_job(config, overrides=args.set, partitions=args.partition, reporter=Reporter(quiet=args.quiet),
                 tracking_uri=args.tracking_uri, registry_uri=args.registry_uri)

@@ -135,80 +135,91 @@ def setup_registry(root: str | os.PathLike) -> RegistryInfo:
 
     existing = {m.name for m in client.search_registered_models()}
     wanted = {"demo_churn", "demo_fraud", "demo_price", "demo_segments"}
-    if wanted <= existing:
+    media = {"demo_image_tagger", "demo_text_moderator"}
+    if (wanted | media) <= existing:
         return info
 
     if mlflow.get_experiment_by_name("demo_models") is None:
         mlflow.create_experiment("demo_models", artifact_location=f"{artifact_root}/demo_models")
     mlflow.set_experiment("demo_models")
 
-    float_inputs = Schema([ColSpec("float", f) for f in FEATURES])
-    double_inputs = Schema([ColSpec("double", f) for f in FEATURES])
-    x, y = _training_data()
-    frame = pd.DataFrame(x.astype(np.float64), columns=list(FEATURES))
+    if not wanted <= existing:
+        float_inputs = Schema([ColSpec("float", f) for f in FEATURES])
+        double_inputs = Schema([ColSpec("double", f) for f in FEATURES])
+        x, y = _training_data()
+        frame = pd.DataFrame(x.astype(np.float64), columns=list(FEATURES))
 
-    import mlflow.pytorch
-    import mlflow.sklearn
+        import mlflow.pytorch
+        import mlflow.sklearn
 
-    # demo_churn: torch MLP, two versions with aliases.
-    for version, (seed, alias) in enumerate([(0, "champion"), (1, "challenger")], start=1):
-        with mlflow.start_run(run_name=f"demo_churn_v{version}"):
-            mlflow.pytorch.log_model(
-                _train_torch_mlp(seed),
+        # demo_churn: torch MLP, two versions with aliases.
+        for version, (seed, alias) in enumerate([(0, "champion"), (1, "challenger")], start=1):
+            with mlflow.start_run(run_name=f"demo_churn_v{version}"):
+                mlflow.pytorch.log_model(
+                    _train_torch_mlp(seed),
+                    name="model",
+                    signature=ModelSignature(
+                        inputs=float_inputs, outputs=Schema([ColSpec("double", "churn_probability")])
+                    ),
+                    serialization_format="pickle",
+                    registered_model_name="demo_churn",
+                    pip_requirements=["torch"],
+                )
+            client.set_registered_model_alias("demo_churn", alias, str(version))
+
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.linear_model import Ridge
+
+        with mlflow.start_run(run_name="demo_fraud_v1"):
+            clf = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(frame, y)
+            mlflow.sklearn.log_model(
+                clf,
                 name="model",
                 signature=ModelSignature(
-                    inputs=float_inputs, outputs=Schema([ColSpec("double", "churn_probability")])
+                    inputs=double_inputs, outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
                 ),
-                serialization_format="pickle",
-                registered_model_name="demo_churn",
-                pip_requirements=["torch"],
+                # MLflow 3's default format (skops) refuses HistGradientBoosting's tree nodes
+                # unless they are named as trusted: this is what a user passes.
+                skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+                pyfunc_predict_fn="predict_proba",
+                registered_model_name="demo_fraud",
+                pip_requirements=["scikit-learn", "skops"],
             )
-        client.set_registered_model_alias("demo_churn", alias, str(version))
+        client.set_registered_model_alias("demo_fraud", "champion", "1")
 
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import Ridge
+        with mlflow.start_run(run_name="demo_price_v1"):
+            target = frame["monthly_spend"] * 3.0 + frame["tenure_months"] - frame["discount_rate"]
+            mlflow.sklearn.log_model(
+                Ridge(alpha=1.0).fit(frame, target),
+                name="model",
+                signature=ModelSignature(inputs=double_inputs, outputs=Schema([ColSpec("double")])),
+                registered_model_name="demo_price",  # MLflow 3's default format: skops
+                pip_requirements=["scikit-learn", "skops"],
+            )
+        client.set_registered_model_alias("demo_price", "champion", "1")
 
-    with mlflow.start_run(run_name="demo_fraud_v1"):
-        clf = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(frame, y)
-        mlflow.sklearn.log_model(
-            clf,
-            name="model",
-            signature=ModelSignature(
-                inputs=double_inputs, outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
-            ),
-            # MLflow 3's default format (skops) refuses HistGradientBoosting's tree nodes
-            # unless they are named as trusted: this is what a user passes.
-            skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
-            pyfunc_predict_fn="predict_proba",
-            registered_model_name="demo_fraud",
-            pip_requirements=["scikit-learn", "skops"],
-        )
-    client.set_registered_model_alias("demo_fraud", "champion", "1")
-
-    with mlflow.start_run(run_name="demo_price_v1"):
-        target = frame["monthly_spend"] * 3.0 + frame["tenure_months"] - frame["discount_rate"]
-        mlflow.sklearn.log_model(
-            Ridge(alpha=1.0).fit(frame, target),
-            name="model",
-            signature=ModelSignature(inputs=double_inputs, outputs=Schema([ColSpec("double")])),
-            registered_model_name="demo_price",  # MLflow 3's default format: skops
-            pip_requirements=["scikit-learn", "skops"],
-        )
-    client.set_registered_model_alias("demo_price", "champion", "1")
-
-    with mlflow.start_run(run_name="demo_segments_v1"):
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=_segments_python_model(),
-            signature=ModelSignature(
-                inputs=Schema([ColSpec("double", "tenure_months"), ColSpec("double", "support_calls")]),
-                outputs=Schema([ColSpec("double", "score"), ColSpec("string", "segment")]),
-            ),
-            registered_model_name="demo_segments",
-            pip_requirements=["pandas"],
-        )
-    client.set_registered_model_alias("demo_segments", "champion", "1")
+        with mlflow.start_run(run_name="demo_segments_v1"):
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_segments_python_model(),
+                signature=ModelSignature(
+                    inputs=Schema([ColSpec("double", "tenure_months"), ColSpec("double", "support_calls")]),
+                    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "segment")]),
+                ),
+                registered_model_name="demo_segments",
+                pip_requirements=["pandas"],
+            )
+        client.set_registered_model_alias("demo_segments", "champion", "1")
+    _register_media(client, root, existing)
     return info
+
+
+def _register_media(client, root: Path, existing: set[str]) -> None:
+    if {"demo_image_tagger", "demo_text_moderator"} <= existing:
+        return
+    from .demo_media import register_media_models
+
+    register_media_models(client, root / "artifacts" / "media")
 
 
 def demo_frame(
@@ -269,12 +280,14 @@ def build_customers_table(spark, path: str, frame: pd.DataFrame | None = None, *
     return path
 
 
-def demo_config(workspace: str | os.PathLike) -> dict:
-    """The demo job config (the same as ``conf/demo.yaml``, rooted at ``workspace``)."""
+def demo_config(workspace: str | os.PathLike, registry_dir: str | os.PathLike | None = None) -> dict:
+    """The demo job config (the same as ``conf/demo.yaml``, rooted at ``workspace``; the
+    registry in ``registry_dir``, default ``<workspace>/mlflow``)."""
     ws = Path(workspace)
+    registry = Path(registry_dir) if registry_dir else ws / "mlflow"
     return {
         "model": "models:/demo_churn@champion",
-        "mlflow": {"tracking_uri": f"sqlite:///{(ws / 'mlflow' / 'mlflow.db').resolve()}"},
+        "mlflow": {"tracking_uri": f"sqlite:///{(registry / 'mlflow.db').resolve()}"},
         "input": {"table": str(ws / "tables" / "customers"), "partition_by": "ds"},
         "output": {
             "table": str(ws / "tables" / "customer_scores"),
@@ -288,7 +301,7 @@ def demo_config(workspace: str | os.PathLike) -> dict:
 
 def run_demo(workspace: str | os.PathLike = "demo_workspace", *, rows_per_partition: int = 2000):
     """The README's first command: registry + models, input table, then one scoring job."""
-    from .job import run_job
+    from .run import run_job
     from .session import get_spark
 
     ws = Path(workspace).resolve()

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["setup", "demo_table"]
+__all__ = ["setup", "demo_table", "media_tables"]
 
 
 def setup(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> tuple[dict[str, str], Callable]:
@@ -61,3 +61,23 @@ def demo_table(spark, params: Mapping[str, str]) -> str:
             rows = int(params.get("demo_rows") or 2000)
             demo.build_customers_table(spark, table, demo.demo_frame(rows_per_partition=rows))
     return table
+
+
+def media_tables(spark, params: Mapping[str, str]) -> dict[str, str]:
+    """The media demo's Delta tables ``images`` and ``texts`` under ``<workspace>/tables``.
+
+    With ``params["demo"] == "true"`` the demo registry (with the image tagger and
+    the text moderator) and the tables (``demo_images`` images per partition, a few
+    corrupt ones among them) are built first where missing.
+    """
+    from . import demo
+    from .demo_media import build_media_tables
+
+    workspace = Path(params["workspace"]).resolve()
+    tables = workspace / "tables"
+    paths = {"images": str(tables / "images"), "texts": str(tables / "texts")}
+    if params.get("demo") == "true":
+        demo.setup_registry(params.get("registry_dir") or workspace / "mlflow")
+        if not all(Path(p, "_delta_log").exists() for p in paths.values()):
+            paths = build_media_tables(spark, tables, images=int(params.get("demo_images") or 60))
+    return paths

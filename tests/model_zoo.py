@@ -13,7 +13,6 @@ and the names of the columns it takes.
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np

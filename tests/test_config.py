@@ -277,7 +277,7 @@ def test_unknown_key_at_wrong_level():
 
 def test_unknown_key_without_guess_lists_valid_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'engine\.zzz' \(got 1\); valid keys under 'engine': "
-                                          r"arrow_batch_rows, batch_size, device, model_config, params, path, result_type\. Fix: remove it"):
+                                          r"arrow_batch_rows, batch_size, device, max_row_errors, model_config, params, path, result_type\. Fix: remove it"):
         load_config(cfg(engine={"zzz": 1}))
 
 

@@ -1,4 +1,4 @@
-"""spark_scoring.delta_io: quoting, TableRef, idempotent partition writes, txn
+"""spark_scoring.delta: quoting, TableRef, idempotent partition writes, txn
 state, Change Data Feed, conflict retries. Real Delta tables on local disk."""
 from __future__ import annotations
 
@@ -13,21 +13,17 @@ import uuid
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from delta.exceptions import ConcurrentAppendException, ProtocolChangedException
 from pyspark.sql import types as T
 
-from spark_scoring import delta_io
-from spark_scoring.delta_io import (
+from spark_scoring.delta import writes as delta_io
+from spark_scoring.delta.changes import enable_change_data_feed, read_changes
+from spark_scoring.delta.sql import partition_predicate, quote_identifier, quote_table_name, sql_literal
+from spark_scoring.delta.tables import TableRef, partition_counts
+from spark_scoring.delta.writes import (
     CommitResult,
-    TableRef,
     append_rows,
     committed_txn_version,
-    enable_change_data_feed,
-    partition_counts,
-    partition_predicate,
-    quote_identifier,
-    quote_table_name,
-    read_changes,
-    sql_literal,
     write_partition,
 )
 from spark_scoring.errors import (
@@ -426,16 +422,12 @@ def test_a_real_conflict_is_retried_then_reported(spark, tmp_table, tmp_path):
     assert rows(ref.read(spark), "k") == [(2,), (7,)]
 
 
-class ConcurrentAppendException(Exception):
-    """Stands in for delta.exceptions.ConcurrentAppendException (matched by name)."""
-
-
 def test_conflicts_are_retried_then_reported():
     ref, sleeps, calls = TableRef.parse("/t/scores"), [], []
 
     def conflicting():
         calls.append(1)
-        raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND] Transaction conflict detected.")
+        raise ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND] Transaction conflict detected.")
 
     with pytest.raises(WriteConflictError, match=(
             r"/t/scores \(ds='a'\) still conflicted after 3 attempts; last error: "
@@ -444,7 +436,7 @@ def test_conflicts_are_retried_then_reported():
     assert len(calls) == 3 and len(sleeps) == 2
     assert 0.25 <= sleeps[0] <= 0.75 and 0.5 <= sleeps[1] <= 1.5  # exponential, jittered
 
-    outcomes = [RuntimeError("py4j: io.delta.exceptions.ProtocolChangedException: x"), None]
+    outcomes = [ProtocolChangedException(message="[DELTA_PROTOCOL_CHANGED] x"), None]
 
     def flaky():
         outcome = outcomes.pop(0)

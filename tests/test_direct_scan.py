@@ -196,7 +196,7 @@ def test_pyarrow_bad_row_count_equals_sparks_count(spark, tmp_path):
 
     from pyspark.sql.types import DoubleType, FloatType, LongType
 
-    from spark_scoring.quality import count_rows, feature_checks
+    from spark_scoring.job.quality import count_rows, feature_checks
 
     def count_direct(path, features, version=None, partition_filter=None):
         plan, df = plan_scan(spark, path, version, partition_filter=partition_filter, columns=features)

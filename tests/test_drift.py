@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from spark_scoring.drift import (
+from spark_scoring.ops.drift import (
     EPSILON,
     PLOT_QUANTILES,
     bin_counts,

@@ -20,7 +20,8 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from spark_scoring import job as job_mod
+from observers import StageHook
+from spark_scoring.job import stages as job_mod
 from spark_scoring.demo import FEATURES, build_customers_table, demo_frame
 from spark_scoring.errors import (
     BadRowsError,
@@ -31,8 +32,8 @@ from spark_scoring.errors import (
     ScoringError,
     WriteConflictError,
 )
-from spark_scoring.job import run_job
-from spark_scoring.progress import Reporter
+from spark_scoring import run_job
+from spark_scoring.ops.progress import Reporter
 
 CHAMPION = "models:/demo_churn@champion"
 CHALLENGER = "models:/demo_churn@challenger"
@@ -46,11 +47,13 @@ VOLATILE = ["scored_at", "scoring_run_id"]
 
 # ----------------------------------------------------------------- helpers
 def job_config(inp: str, out: str, **sections) -> dict:
-    """A job dict: champion, partitioned by ds, quarantine next to the output, no MLflow run or drift."""
+    """A job dict: champion, partitioned by ds, quarantine next to the output, no MLflow run or drift;
+    one commit per partition (the group commits are tested on their own below)."""
     cfg = {
         "model": CHAMPION,
         "input": {"table": inp, "partition_by": "ds"},
-        "output": {"table": out, "mode": "overwrite_partitions", "prediction_column": PRED},
+        "output": {"table": out, "mode": "overwrite_partitions", "prediction_column": PRED,
+                   "partitions_per_commit": 1},
         "bad_rows": "quarantine",
         "quarantine_table": out + "_quarantine",
         "tracking": {"enabled": False},
@@ -325,7 +328,7 @@ def test_append_mode_and_second_append_of_a_partition_is_refused(spark, registry
     spark_frame(spark, extra).write.format("delta").mode("append").save(inp)
     with pytest.raises(WriteConflictError, match="already appended") as info:
         run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 2  # nothing was committed: the scheduler may rerun after the fix
     assert latest_version(spark, out) == version
     assert read(spark, out).count() == 20
     # the default plan knows partition 0 is done for this model version
@@ -355,14 +358,14 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
             # a class that means "nothing written" (exit 2); after a commit the run must exit 1
             raise SchemaMismatchError("disk on fire")
 
-    monkeypatch.setattr(job_mod, "_test_hook", hook)
+    hooked = [StageHook(hook)]
     if crash == "kill":
         with pytest.raises(Killed):
-            run_job(cfg, spark=spark, reporter=quiet())
+            run_job(cfg, spark=spark, reporter=quiet(), observers=hooked)
         assert [a["partition"] for a in audit_rows(spark, out)] == [PARTS[0]]  # no audit row for PARTS[1]
     else:
         with pytest.raises(SchemaMismatchError, match="disk on fire") as info:
-            run_job(cfg, spark=spark, reporter=quiet())
+            run_job(cfg, spark=spark, reporter=quiet(), observers=hooked)
         assert info.value.exit_code == 1
         assert info.value.job_result.partitions[-1].status == "failed"
         assert [(a["partition"], a["status"]) for a in audit_rows(spark, out)] == [
@@ -371,7 +374,6 @@ def test_crash_after_commit_before_audit_then_rerun_recovers(
     assert sorted(read(spark, out).select("ds").distinct().toPandas()["ds"]) == list(PARTS[:2])
     crashed_at = latest_version(spark, out)
 
-    monkeypatch.setattr(job_mod, "_test_hook", None)
     rerun = run_job(cfg, spark=spark, reporter=quiet())
     status = {p.partition: p for p in rerun.partitions}
     assert {k: p.status for k, p in status.items()} == {
@@ -413,7 +415,7 @@ def test_engine_path_auto_takes_the_direct_scan_for_clean_partitions(
         out = str(tmp_path / f"scores_{path}")
         runs[path] = run_job(job_config(inp, out, engine={"path": path}), spark=spark, reporter=quiet())
         if path == "auto":  # each partition's log replay serves its count and its scoring
-            assert [k["partition_filter"] for k in planned] == [{"ds": p} for p in PARTS]
+            assert [k["partition_filter"] for k in planned] == [{"ds": [p]} for p in PARTS]
         assert (runs[path].rows_in, runs[path].rows_quarantined) == (3 * ROWS, 3)
         commits = output_commits(spark, out)
         used = {m["partition"]: m["engine_path"] for _v, _op, m in commits}
@@ -436,10 +438,9 @@ def test_engine_arrow_batch_rows_applies_while_each_partition_scores(
 
     before = {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS}
     seen = []
-    monkeypatch.setattr(job_mod, "_test_hook", lambda stage, part: seen.append(
-        (stage, {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS})))
+    hook = StageHook(lambda stage, part: seen.append((stage, {k: spark.conf.get(k, None) for k in ARROW_BATCH_CONFS})))
     cfg = job_config(customers, str(tmp_path / "out"), engine={"arrow_batch_rows": 2048})
-    run_job(cfg, partitions=list(PARTS[:2]), spark=spark, reporter=quiet())
+    run_job(cfg, partitions=list(PARTS[:2]), spark=spark, reporter=quiet(), observers=[hook])
     during = [conf for stage, conf in seen if stage == "after_commit"]
     assert during == [dict.fromkeys(ARROW_BATCH_CONFS, "2048")] * 2
     after_audit = [conf for stage, conf in seen if stage == "after_audit"]
@@ -536,13 +537,12 @@ def test_commit_that_does_not_reconcile_fails_and_stays_failed_until_forced(
     plain rerun must not report it as recovered; force: true rescores it."""
     out = str(tmp_path / "scores")
     cfg = job_config(customers, out)
-    counted = job_mod._Run._count
+    counted = job_mod.count
 
-    def one_row_too_many(run, df, value):  # the count disagrees with what the write will see
-        rows_in, bad, per_column = counted(run, df, value)
-        return rows_in + 1, bad, per_column
+    def one_row_too_many(work):  # the count disagrees with what the write will see
+        return {text: (rows_in + 1, bad, per) for text, (rows_in, bad, per) in counted(work).items()}
 
-    monkeypatch.setattr(job_mod._Run, "_count", one_row_too_many)
+    monkeypatch.setattr(job_mod, "count", one_row_too_many)
     with pytest.raises(ReconciliationError, match=rf"ds='{PARTS[0]}'.*scored 18.*wrote 17 rows") as first:
         run_job(cfg, partitions=[PARTS[0]], spark=spark, reporter=quiet())
     assert first.value.exit_code == 1
@@ -855,3 +855,75 @@ def test_per_partition_overhead(spark, registry, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[overhead] 6 partitions x 100 rows: {wall:.1f} s wall, {wall / 6:.2f} s/partition; "
               f"per partition: {per}")
+
+
+# ------------------------------------------------------------------ group commits
+def test_a_group_commit_equals_per_partition_commits_and_audits_each_partition(
+    spark, customers, customers_pd, reference, tmp_path
+):
+    out_ref, _ref_result, _printed = reference
+    out = str(tmp_path / "grouped")
+    cfg = job_config(customers, out, output={"partitions_per_commit": 32})
+    result = run_job(cfg, spark=spark, reporter=quiet())
+    assert [(p.partition, p.status) for p in result.partitions] == [(p, "scored") for p in PARTS]
+    commits = output_commits(spark, out)
+    assert len(commits) == 1 and commits[0][1] == "WRITE"  # one commit for the three partitions
+    meta = commits[0][2]
+    assert meta["partitions"] == {p: {"rows_in": ROWS, "rows_scored": ROWS - 3, "rows_quarantined": 3} for p in PARTS}
+    assert (meta["rows_in"], meta["rows_quarantined"]) == (3 * ROWS, 9)
+    assert len([h for h in history(spark, out + "_quarantine")]) == 1  # the quarantine too: one commit
+    assertDataFrameEqual(read(spark, out).drop(*VOLATILE), read(spark, out_ref).drop(*VOLATILE))
+    audit = audit_rows(spark, out)
+    assert [(a["partition"], a["status"], a["output_version"]) for a in audit] == [(p, "scored", 0) for p in PARTS]
+    assert run_job(cfg, spark=spark, reporter=quiet()).nothing_to_do
+
+
+def test_a_group_killed_after_its_commit_is_recovered_whole_on_rerun(spark, customers, reference, tmp_path):
+    out_ref, _r, _p = reference
+    out = str(tmp_path / "grouped")
+    cfg = job_config(customers, out, output={"partitions_per_commit": 2})
+
+    def kill(stage, part):
+        if stage == "after_commit" and part == PARTS[1]:
+            raise Killed("killed")  # the second partition of the first group, after the group's commit
+
+    with pytest.raises(Killed):
+        run_job(cfg, spark=spark, reporter=quiet(), observers=[StageHook(kill)])
+    assert not table_exists(spark, out + "_scoring_runs")  # killed before the group's audit rows
+    assert sorted(read(spark, out).select("ds").distinct().toPandas()["ds"]) == list(PARTS[:2])
+    rerun = run_job(cfg, spark=spark, reporter=quiet())
+    assert [(p.partition, p.status) for p in rerun.partitions] == [
+        (PARTS[0], "recovered"), (PARTS[1], "recovered"), (PARTS[2], "scored")]
+    assert [(p.rows_in, p.rows_quarantined) for p in rerun.partitions] == [(ROWS, 3)] * 3
+    assertDataFrameEqual(read(spark, out).drop(*VOLATILE), read(spark, out_ref).drop(*VOLATILE))
+
+
+def test_a_rerun_that_groups_differently_still_recovers_what_a_group_committed(spark, customers, tmp_path):
+    out = str(tmp_path / "grouped")
+    cfg = job_config(customers, out, output={"partitions_per_commit": 2})
+    def kill(stage, part):
+        if stage == "after_commit":
+            raise Killed("killed")
+
+    with pytest.raises(Killed):
+        run_job(cfg, partitions=list(PARTS[:2]), spark=spark, reporter=quiet(), observers=[StageHook(kill)])
+    # the same partitions, grouped with a third one this time: the two committed ones are recovered
+    rerun = run_job({**cfg, "output": {**cfg["output"], "partitions_per_commit": 3}}, spark=spark, reporter=quiet())
+    assert [(p.partition, p.status) for p in rerun.partitions] == [
+        (PARTS[0], "recovered"), (PARTS[1], "recovered"), (PARTS[2], "scored")]
+    assert [len(output_commits(spark, out))] == [2]
+
+
+def test_bad_rows_fail_in_a_group_commit_the_partitions_before_it(spark, registry, tmp_path):
+    frame = demo_frame(PARTS, 10, bad_rows=False)
+    third = frame.index[frame["ds"] == PARTS[1]]
+    frame.loc[third[1], "monthly_spend"] = np.nan
+    inp = write_clean_input(spark, str(tmp_path / "in"), frame)
+    out = str(tmp_path / "out")
+    cfg = job_config(inp, out, bad_rows="fail", quarantine_table=None, output={"partitions_per_commit": 32})
+    with pytest.raises(BadRowsError, match=rf"ds='{PARTS[1]}'.*1 of 10 rows") as info:
+        run_job(cfg, spark=spark, reporter=quiet())
+    assert f"Committed before the failure: ['{PARTS[0]}']" in str(info.value) and info.value.exit_code == 1
+    assert set(read(spark, out).toPandas()["ds"]) == {PARTS[0]}
+    assert [(a["partition"], a["status"]) for a in audit_rows(spark, out)] == [(PARTS[0], "scored"),
+                                                                               (PARTS[1], "failed")]

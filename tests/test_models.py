@@ -22,7 +22,6 @@ from pyspark.sql import types as T
 
 from model_zoo import FEATURES, ROWS, features, typed_frame
 from spark_scoring import (
-    BadRowsError,
     ModelLoadError,
     ResultTypeError,
     SchemaMismatchError,
@@ -310,7 +309,7 @@ def test_extra_env_is_set_in_the_worker_while_it_scores(spark, zoo):
 # ------------------------------------------------------------ jobs
 @pytest.mark.parametrize("key", ["torch_pt2", "sklearn_skops", "pyfunc_types"])
 def test_run_job_scores_default_format_models_like_pyfunc(spark, zoo, key, tmp_path, num_df, typed_df):
-    from spark_scoring.progress import Reporter
+    from spark_scoring.ops.progress import Reporter
 
     z = zoo[key]
     src = typed_df if key == "pyfunc_types" else num_df.select("id", *FEATURES)
@@ -338,7 +337,7 @@ def _commit_meta(spark, path):
 
 
 def test_run_job_passes_engine_params_and_model_config(spark, zoo, tmp_path, num_df):
-    from spark_scoring.progress import Reporter
+    from spark_scoring.ops.progress import Reporter
 
     inp = str(tmp_path / "in")
     num_df.select("id", "a").withColumn("ds", F.lit("2026-11-27")).write.format("delta").partitionBy("ds").save(inp)

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("01_quickstart.py", "02_score_table.py", "03_backfill.py", "04_champion_vs_challenger.py")
+NAMES = ("01_quickstart.py", "02_score_table.py", "03_backfill.py", "04_champion_vs_challenger.py",
+         "05_image_tagging.py")
 SEPARATOR = "# COMMAND ----------"
 
 
@@ -141,3 +142,12 @@ def test_04_champion_vs_challenger(workspace, registry):
     assert re.search(r"agreement: 0\.\d+|agreement: 1\n", out)
     plot = workspace / "plots" / "champion_vs_challenger_2026-11-27.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_05_image_tagging(workspace, registry):
+    out = _run("05_image_tagging.py", workspace, registry, demo_images="12")
+    assert re.search(r"images: rows in 29 = tagged 24 \+ quarantined 5", out), out[-3000:]
+    for reason in ("image is null", "model error: DecompressionBombError", "model error: UnidentifiedImageError"):
+        assert reason in out
+    assert re.search(r"texts: \d+ of 100 flagged", out)

@@ -10,19 +10,19 @@ import yaml
 
 from spark_scoring import demo
 from spark_scoring.cli import main
-from spark_scoring.job import run_job
-from spark_scoring.report import comparison_figure, distribution_figure, drift_figure, report_command, save_png
+from spark_scoring import run_job
+from spark_scoring.ops.report import comparison_figure, distribution_figure, drift_figure, report_command, save_png
 
 PARTS = ("2026-11-26", "2026-11-27")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, spark, registry):
+def job(tmp_path_factory, spark, registry):  # noqa: D401
     """A two-partition single-model job with tracking (drift checked on the second partition)."""
     ws = tmp_path_factory.mktemp("report")
     table = demo.build_customers_table(spark, str(ws / "customers"), demo.demo_frame(PARTS, 30))
-    config = demo.demo_config(ws)
+    config = demo.demo_config(ws, registry.root)
     config["input"]["table"] = table
     config["tracking"] = {"experiment": f"test_report_{uuid.uuid4().hex[:8]}"}
     config["drift"] = {"min_rows": 0}  # 30-row partitions: below the default min_rows
@@ -46,23 +46,88 @@ def test_html_report_references_existing_valid_pngs(job, tmp_path, capsys):
     page = report_command(run_id, out=str(tmp_path / "rep"))
     assert page == tmp_path / "rep" / "index.html"
     text = page.read_text()
-    images = re.findall(r"<img src='([^']+)'", text)
+    images = _image_sources(text)
     assert sorted(images) == sorted([f"plots/score_distribution_{p}.png" for p in PARTS]
                                     + ["drift/drift_report.png"])
     for src in images:
         assert not Path(src).is_absolute() and ".." not in src
         _assert_png(page.parent / src)
-    # params, metrics per partition and the drift table are on the page
-    for needle in ("<h2>Params</h2>", "models:/demo_churn/1", "<h2>Metrics per partition</h2>",
-                   "score/churn_probability/p50", "psi/churn_probability", "<h2>Drift</h2>",
-                   f"<td>{PARTS[1]}</td><td>{PARTS[0]}</td><td>churn_probability (score)</td>",
-                   f"note</th></tr></thead><tbody><tr><td>{PARTS[0]}</td><td></td>"):
-        assert needle in text, needle
+    # params, metrics per partition and the drift table are on the page (the HTML parsed, not matched)
+    page_tables = _tables(text)
+    headings = [h for h, _rows in page_tables]
+    assert {"Partitions", "Score summary", "Drift", "Metrics per partition", "Params", "Tags"} <= set(headings)
+    rows = dict(page_tables)
+    assert ["models", "models:/demo_churn/1"] in rows["Params"]
+    assert {"score/churn_probability/p50", "psi/churn_probability"} <= set(rows["Metrics per partition"][0])
+    drift = rows["Drift"]
+    assert [PARTS[0], ""] == drift[1][:2]  # the first partition has no reference
+    assert any(r[:3] == [PARTS[1], PARTS[0], "churn_probability (score)"] for r in drift[1:])
     out = capsys.readouterr().out
     assert f"MLflow run {run_id} (FINISHED)" in out
     assert re.search(r"churn_probability\s.*\bmean\b", out, re.S) and "max PSI" in out  # headers may wrap
     assert re.search(rf"{PARTS[1]} .*scored .*30 .*27 .*3 .*(warn|ok) ", out)
     assert f"report: {page}" in out
+
+
+def _image_sources(html_text: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                found.append(dict(attrs)["src"])
+
+    Images().feed(html_text)
+    return found
+
+
+def _tables(html_text: str) -> list[tuple[str, list[list[str]]]]:
+    """[(the h2 heading before it, rows of cell texts incl. the header row)] of each table."""
+    from html.parser import HTMLParser
+
+    tables, state = [], {"h2": "", "in_h2": False, "cell": None, "row": None}
+
+    class Tables(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "h2":
+                state["in_h2"], state["h2"] = True, ""
+            elif tag == "table":
+                tables.append((state["h2"], []))
+            elif tag == "tr":
+                state["row"] = []
+                tables[-1][1].append(state["row"])
+            elif tag in ("td", "th"):
+                state["cell"] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "h2":
+                state["in_h2"] = False
+            elif tag in ("td", "th"):
+                state["row"].append(state["cell"])
+                state["cell"] = None
+
+        def handle_data(self, data):
+            if state["in_h2"]:
+                state["h2"] += data
+            elif state["cell"] is not None:
+                state["cell"] += data
+
+    Tables().feed(html_text)
+    return tables
+
+
+def test_the_report_escapes_user_data(tmp_path):
+    from spark_scoring.ops.report import RunReport, write_html
+
+    evil = "<script>alert(1)</script>"
+    report = RunReport(run_id="r1", experiment=evil, status="FINISHED", start=None, end=None,
+                       params={"output_table": evil}, tags={}, metrics={}, totals={},
+                       partitions=[{"partition": evil, "status": "scored"}], stats=[], drift={}, folder=tmp_path)
+    text = write_html(report).read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert [evil, "scored"] == dict(_tables(text))["Partitions"][1][:2]
 
 
 def test_report_last_finds_the_newest_run_of_the_job(job, tmp_path, monkeypatch, capsys):

@@ -15,10 +15,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from spark_scoring import demo
-from spark_scoring import job as job_mod
+from spark_scoring.job import stages as job_mod
 from spark_scoring.cli import main
-from spark_scoring.drift import PLOT_QUANTILES
-from spark_scoring.job import run_job
+from spark_scoring.ops.drift import PLOT_QUANTILES
+from spark_scoring import run_job
 
 PARTS = ("2026-11-25", "2026-11-26", "2026-11-27")
 ROWS = 40  # per partition; 3 of them are bad rows (quarantined)

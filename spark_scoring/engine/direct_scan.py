@@ -12,11 +12,14 @@ Python task reads its row groups with pyarrow, restores the partition columns,
 scores with the same task entry point and model cache as the UDF, and hands
 back only the kept columns and the prediction.
 
-When the direct scan cannot honour the table it falls back to the normal read
-and logs the reason (:func:`direct_scan_supported` says it up front):
-deletion vectors, column mapping, reader features it does not know, V2
-checkpoints, timestamp or binary partition columns, nested pass-through
-columns, non-numeric features, a pyfunc model, a ``partition_filter`` on a
+The snapshot is read through delta-kernel (:mod:`.scan_log`): deletion
+vectors (the deleted rows are dropped in the task), column mapping (physical
+names in the files, logical names out), V2 and multi-part checkpoints and
+timestamp partition values are honoured. When the direct scan cannot honour
+the table it falls back to the normal read and logs the reason
+(:func:`direct_scan_supported` says it up front): a reader feature delta-rs
+does not support, binary partition columns, nested pass-through columns,
+non-numeric features, a pyfunc model, a ``partition_filter`` on a
 non-partition column, or a file system pyarrow cannot open.
 """
 from __future__ import annotations
@@ -53,9 +56,10 @@ def why_not_direct(udf: ScoringUDF, columns: Sequence[str]) -> str | None:
 
 def _tasks_df(spark, plan: ScanPlan):
     """Driver: one row per planned task (its splits), one Spark partition each."""
-    rows = [(list(p for p, _s, _l, _v in t), [s for _p, s, _l, _v in t], [n for _p, _s, n, _v in t],
-             [v for _p, _s, _l, v in t]) for t in plan.tasks]
-    task_schema = "paths array<string>, starts array<bigint>, lengths array<bigint>, parts array<string>"
+    rows = [([p for p, *_r in t], [s for _p, s, *_r in t], [n for _p, _s, n, *_r in t],
+             [v for _p, _s, _l, v, _d in t], [list(d) for *_r, d in t]) for t in plan.tasks]
+    task_schema = ("paths array<string>, starts array<bigint>, lengths array<bigint>, parts array<string>, "
+                   "dels array<array<bigint>>")
     try:
         return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), task_schema)
     except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext
@@ -87,6 +91,7 @@ def scan_dataframe(spark, plan: ScanPlan, df, udf: ScoringUDF, *, keep: Sequence
         out_schema=pa.schema([pa.field(f.name, to_arrow_type(f.dataType, timezone="UTC")) for f in out_fields]),
         partition_types={c: to_arrow_type(schema[c], timezone="UTC") for c in plan.partition_columns},
         read_batch=task.batch_size,
+        physical=dict(plan.physical),
     )
 
     def scan(batches):
@@ -169,8 +174,10 @@ def score_table_direct(
     return out
 
 
-def count_bad_rows_direct(spark, plan: ScanPlan, df, features: Sequence[str]) -> tuple[int, int, dict[str, int]] | None:
-    """``(rows, bad rows, bad rows per feature)`` of a direct ``plan``, read by pyarrow in the tasks.
+def count_bad_rows_direct(spark, plan: ScanPlan, df, features: Sequence[str],
+                          by: str | None = None) -> tuple[int, int, dict[str, int]] | dict | None:
+    """``(rows, bad rows, bad rows per feature)`` of a direct ``plan``, read by pyarrow in the tasks;
+    with ``by`` (a partition column), ``{partition value: (rows, bad, per feature)}``.
 
     Runs on the driver (planning) and the executors (one pass over only the
     feature columns). The same answer as :func:`spark_scoring.job.quality.count_rows`
@@ -178,9 +185,13 @@ def count_bad_rows_direct(spark, plan: ScanPlan, df, features: Sequence[str]) ->
     not direct, a feature is a partition column, or a feature is not numeric
     (the caller then counts through Spark).
     """
+    import json
+
     import pyspark.sql.functions as F
     from pyspark.sql.pandas.types import to_arrow_type
     from pyspark.sql.types import NumericType
+
+    from ..executor.scan import partition_values
 
     features = list(features)
     schema = {f.name: f.dataType for f in df.schema.fields}
@@ -189,16 +200,38 @@ def count_bad_rows_direct(spark, plan: ScanPlan, df, features: Sequence[str]) ->
         return None
     read = ReadSpec(feature_cols=tuple(features),
                     feature_types=tuple(to_arrow_type(schema[f], timezone="UTC") for f in features),
-                    keep_cols=(), out_schema=pa.schema([]), partition_types={}, read_batch=65_536)
+                    keep_cols=(), out_schema=pa.schema([]), partition_types={}, read_batch=65_536,
+                    physical=dict(plan.physical))
     names = ["rows", "bad"] + [f"c{i}" for i in range(len(features))]
 
     def count(batches):
         return count_task(read, names, batches)
 
-    if not plan.tasks:
-        return 0, 0, {}
-    out_schema = ", ".join(f"{n} bigint" for n in names)
-    row = _tasks_df(spark, plan).mapInArrow(count, out_schema).agg(*[F.sum(n).alias(n) for n in names]).head()
-    per_column = {f: int(row[f"c{i}"]) for i, f in enumerate(features) if row[f"c{i}"]}
-    return int(row["rows"] or 0), int(row["bad"] or 0), per_column
+    rows = [] if not plan.tasks else (
+        _tasks_df(spark, plan).mapInArrow(count, "part string, " + ", ".join(f"{n} bigint" for n in names))
+        .groupBy("part").agg(*[F.sum(n).alias(n) for n in names]).collect())
 
+    def triple(row):
+        per_column = {f: int(row[f"c{i}"]) for i, f in enumerate(features) if row[f"c{i}"]}
+        return int(row["rows"] or 0), int(row["bad"] or 0), per_column
+
+    if by is None:
+        total = [0, 0, {}]
+        for row in rows:
+            r, b, per = triple(row)
+            total[0], total[1] = total[0] + r, total[1] + b
+            for k, v in per.items():
+                total[2][k] = total[2].get(k, 0) + v
+        return total[0], total[1], total[2]
+    kind = to_arrow_type(schema[by], timezone="UTC")
+    out = {}
+    for row in rows:
+        text = json.loads(row["part"]).get(by)
+        value = None if text is None else partition_values(pa.array([text], pa.string()), kind)[0].as_py()
+        r, b, per = triple(row)
+        prev = out.get(value)
+        if prev is not None:  # the same partition from files of two encodings of its value
+            per = {k: per.get(k, 0) + prev[2].get(k, 0) for k in set(per) | set(prev[2])}
+            r, b = r + prev[0], b + prev[1]
+        out[value] = (r, b, per)
+    return out

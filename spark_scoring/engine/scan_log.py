@@ -1,127 +1,116 @@
-"""Replay a Delta table's ``_delta_log`` at one pinned version (the direct scan's file list).
+"""A Delta table's files at one pinned version, read through delta-kernel (``deltalake``).
 
-Runs on: the driver. Reads the JSON commits and Parquet checkpoints with
-pyarrow: the protocol, the metadata and the live ``add`` actions. Table
-features it cannot honour raise :class:`Fallback` with the reason, and the
-direct scan falls back to Spark's own read.
+Runs on: the driver. ``deltalake`` (delta-rs, with delta-kernel inside) reads
+the snapshot: JSON commits, classic, multi-part and V2 checkpoints, the
+protocol and the table features. From it :func:`read_snapshot` takes what the
+direct scan needs per live file: its absolute path, size, row count and
+partition values, the row indices a deletion vector deletes, and (under column
+mapping) the physical name of every logical column. Parquet folders (no Delta
+log) keep their hive-style partition directories (:func:`hive_partitions`).
+
+A table the direct scan still cannot honour raises :class:`Fallback` with the
+reason (the caller then uses Spark's own read): a reader feature delta-rs does
+not support, or a log it cannot read.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 from urllib.parse import unquote
 
-from ..executor.scan import filesystem as _fs
+import numpy as np
 
-__all__ = ["Fallback", "read_delta_log", "check_delta_features", "hive_partitions", "as_dict"]
+from ..executor.scan import local_path
 
-_COMMIT = re.compile(r"^(\d{20})\.json$")
-_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
-_V2_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.[0-9a-fA-F-]{36}\.(?:json|parquet)$")
-#: Reader features the direct scan honours (deletion vectors: only while no file carries one).
-_READER_FEATURES_OK = {"deletionVectors", "timestampNtz", "vacuumProtocolCheck", "columnMapping"}
+__all__ = ["Fallback", "Snapshot", "SnapshotFile", "read_snapshot", "hive_partitions"]
 
 
 class Fallback(Exception):
     """Raised while planning: the direct scan cannot honour this table (the message says why)."""
 
 
+@dataclass(frozen=True)
+class SnapshotFile:
+    path: str                        # absolute (a local path, or a URI for object stores)
+    size: int
+    rows: int | None
+    partition_values: dict           # logical partition column -> value text (None: null)
+    deleted: tuple[int, ...] = ()    # row indices a deletion vector removes
 
 
-def _dv_key(dv: Any) -> str:
-    if not dv:
-        return ""
-    return f"{dv.get('storageType')}{dv.get('pathOrInlineDv')}@{dv.get('offset')}"
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    partition_columns: tuple[str, ...]
+    files: tuple[SnapshotFile, ...]
+    physical: dict = field(default_factory=dict)  # logical column -> physical (column mapping), when it differs
+    features: tuple[str, ...] = ()
 
 
-def as_dict(value) -> dict:
-    """A map from a JSON commit (dict) or a checkpoint (list of pairs) as a dict."""
-    return dict(value or {})
+def _absolute(root: str, rel: str) -> str:
+    """An add action's path (relative to the table, or absolute) as Spark lists it."""
+    if "://" in rel or rel.startswith("file:"):
+        return local_path(rel)
+    base = local_path(root) if root.startswith("file:") else root
+    if "://" in base:  # an object store: keep the URI
+        return base.rstrip("/") + "/" + rel
+    return os.path.normpath(os.path.join(base, unquote(rel)))
 
 
-def read_delta_log(path: str, version: int | None) -> tuple[int, dict, dict, list[dict]]:
-    """Replay ``_delta_log`` up to ``version``: (version, protocol, metadata, live add actions)."""
-    import pyarrow.parquet as pq
-    from pyarrow import fs as pafs
+def read_snapshot(path: str, version: int | None) -> Snapshot:
+    """The live files of the Delta table at ``path``, ``version`` (None: the latest), through delta-kernel."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError as exc:  # pragma: no cover - an install without deltalake
+        raise Fallback(f"deltalake is not installed ({exc})") from exc
+    try:
+        table = DeltaTable(path, version=version)
+    except Exception as exc:  # noqa: BLE001 - e.g. a reader feature delta-rs does not support
+        raise Fallback(f"delta-rs could not open the table at version {version}: "
+                       f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    protocol = table.protocol()
+    features = tuple(protocol.reader_features or ())
+    metadata = table.metadata()
+    partition_columns = tuple(metadata.partition_columns or ())
+    physical = {}
+    for f in table.schema().fields:
+        name = (f.metadata or {}).get("delta.columnMapping.physicalName")
+        if name and name != f.name:
+            physical[f.name] = str(name)
+    import pyarrow as pa
 
-    fs, root = _fs(path)
-    infos = fs.get_file_info(pafs.FileSelector(f"{root}/_delta_log"))
-    commits, checkpoints = {}, {}
-    for info in infos:
-        name = info.base_name
-        if m := _COMMIT.match(name):
-            commits[int(m.group(1))] = info.path
-        elif m := _CHECKPOINT.match(name):
-            checkpoints.setdefault(int(m.group(1)), []).append(info.path)
-        elif m := _V2_CHECKPOINT.match(name):
-            checkpoints.setdefault(int(m.group(1)), []).append(None)  # V2: not read here
-    if not commits and not checkpoints:
-        raise Fallback(f"no Delta log found under {path}/_delta_log")
-    latest = max(list(commits) + list(checkpoints))
-    target = latest if version is None else int(version)
-    if target > latest:
-        raise Fallback(f"version {target} does not exist (latest is {latest})")
-    usable = [v for v, parts in checkpoints.items() if v <= target and None not in parts]
-    if any(None in parts for v, parts in checkpoints.items() if v <= target) and not usable:
-        raise Fallback("the log uses V2 checkpoints, which the direct scan does not read")
-    start = max(usable, default=-1)
-    missing = [v for v in range(start + 1, target + 1) if v not in commits]
-    if missing:
-        raise Fallback(f"commit files {missing[:3]} are missing from the log (cleaned up)")
-
-    files: dict[tuple[str, str], dict] = {}
-    protocol: dict = {}
-    metadata: dict = {}
-
-    def apply(action: dict) -> None:
-        nonlocal protocol, metadata
-        if action.get("add"):
-            add = action["add"]
-            files[(add["path"], _dv_key(add.get("deletionVector")))] = add
-        elif action.get("remove"):
-            rm = action["remove"]
-            files.pop((rm["path"], _dv_key(rm.get("deletionVector"))), None)
-        elif action.get("metaData"):
-            metadata = action["metaData"]
-        elif action.get("protocol"):
-            protocol = action["protocol"]
-
-    if start >= 0:
-        for part in sorted(checkpoints[start]):
-            names = pq.read_schema(part, filesystem=fs).names
-            cols = [c for c in ("add", "remove", "metaData", "protocol") if c in names]
-            for row in pq.read_table(part, filesystem=fs, columns=cols).to_pylist():
-                apply(row)
-    for v in range(start + 1, target + 1):
-        with fs.open_input_stream(commits[v]) as fh:
-            for line in fh.read().decode("utf-8").splitlines():
-                if line.strip():
-                    apply(json.loads(line))
-    return target, protocol, metadata, list(files.values())
+    adds = pa.table(table.get_add_actions(flatten=False))
+    deleted: dict[str, tuple[int, ...]] = {}
+    if "deletionVectors" in features:
+        for batch in pa.RecordBatchReader.from_stream(table.deletion_vectors()):
+            for file_path, keep in zip(batch.column("filepath").to_pylist(), batch.column("selection_vector")):
+                mask = np.asarray(keep.values.to_numpy(zero_copy_only=False), dtype=bool)
+                deleted[local_path(str(file_path))] = tuple(int(i) for i in np.flatnonzero(~mask))
+    root = table.table_uri
+    parts = adds.column("partition").to_pylist() if "partition" in adds.column_names else [{}] * adds.num_rows
+    rows = adds.column("num_records").to_pylist()
+    files = []
+    for rel, size, n, values in zip(adds.column("path").to_pylist(), adds.column("size_bytes").to_pylist(), rows,
+                                    parts):
+        full = _absolute(root, rel)
+        values = values or {}
+        logical = {c: _text(values.get(physical.get(c, c), values.get(c))) for c in partition_columns}
+        files.append(SnapshotFile(full, int(size or 0), None if n is None else int(n), logical,
+                                  deleted.get(full, ())))
+    return Snapshot(int(table.version()), partition_columns, tuple(files), physical, features)
 
 
-def check_delta_features(protocol: dict, metadata: dict, adds: list[dict]) -> None:
-    reader = int(protocol.get("minReaderVersion", 1))
-    features = set(protocol.get("readerFeatures") or ())
-    conf = metadata.get("configuration") or {}
-    mode = conf.get("delta.columnMapping.mode", "none")
-    if mode != "none":
-        raise Fallback(f"column mapping is on (delta.columnMapping.mode={mode!r}): file columns "
-                        "have physical names the direct scan does not translate")
-    if reader > 3:
-        raise Fallback(f"reader protocol version {reader} is newer than the direct scan knows")
-    unknown = sorted(features - _READER_FEATURES_OK)
-    if unknown:
-        raise Fallback(f"table reader feature(s) {unknown} are not supported by the direct scan")
-    with_dv = sum(1 for a in adds if a.get("deletionVector"))
-    if with_dv:
-        raise Fallback(f"{with_dv} of {len(adds)} data files have deletion vectors (deleted rows "
-                        "that are still in the Parquet files)")
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    return str(value)
 
 
 def hive_partitions(file_path: str, root: str, columns: Sequence[str]) -> dict[str, str | None]:
+    """Partition values of a Parquet folder's file from its ``col=value`` directories."""
     rel = os.path.relpath(file_path, root) if "://" not in root else file_path[len(root):].lstrip("/")
     values: dict[str, str | None] = {}
     for segment in rel.split("/")[:-1]:

@@ -18,13 +18,15 @@ import pyarrow as pa
 from ..errors import SchemaMismatchError
 from ..executor.scan import filesystem as _fs
 from ..executor.scan import local_path as _local
-from .scan_log import Fallback, as_dict, check_delta_features, hive_partitions, read_delta_log
+from ..executor.scan import partition_values
+from .scan_log import Fallback, hive_partitions, read_snapshot
 
 __all__ = ["ScanPlan", "plan_scan", "direct_scan_supported", "normal_read"]
 
 _FLAT_TYPES = ("boolean", "tinyint", "smallint", "int", "bigint", "float", "double", "string",
                "binary", "date", "timestamp", "timestamp_ntz")
-_PARTITION_TYPES = ("boolean", "tinyint", "smallint", "int", "bigint", "float", "double", "string", "date")
+_PARTITION_TYPES = ("boolean", "tinyint", "smallint", "int", "bigint", "float", "double", "string", "date",
+                    "timestamp", "timestamp_ntz")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,9 @@ class ScanPlan:
     """What :func:`_plan_scan` decided (driver).
 
     ``direct`` is False when the normal read must be used; ``reason`` says why.
-    ``tasks`` holds, per task, ``(path, start, length, partition values JSON)`` splits.
+    ``tasks`` holds, per task, ``(path, start, length, partition values JSON, deleted rows)``
+    splits (the row indices of the file a deletion vector removes). ``physical`` maps
+    logical column names to the files' physical ones (column mapping), where they differ.
     """
 
     path: str
@@ -41,8 +45,10 @@ class ScanPlan:
     direct: bool
     reason: str = ""
     partition_columns: tuple[str, ...] = ()
-    tasks: tuple[tuple[tuple[str, int, int, str], ...], ...] = field(default=(), repr=False)
+    tasks: tuple[tuple[tuple[str, int, int, str, tuple], ...], ...] = field(default=(), repr=False)
     files: int = 0
+    physical: dict = field(default_factory=dict, repr=False)
+    deleted_rows: int = 0
 
 
 
@@ -52,8 +58,11 @@ def _typed(value: Any, spark_type) -> Any:
 
     if value is None:
         return None
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return pa.array([text]).cast(to_arrow_type(spark_type, timezone="UTC"))[0].as_py()
+    if hasattr(value, "isoformat"):
+        text = value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    else:
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return partition_values(pa.array([text]), to_arrow_type(spark_type, timezone="UTC"))[0].as_py()
 
 
 def _file_filter(flt: dict, types: dict):
@@ -76,18 +85,18 @@ def _file_filter(flt: dict, types: dict):
     return keep
 
 
-def _pack(files: list[tuple[str, int, str]], spark) -> list[list[tuple[str, int, int, str]]]:
+def _pack(files: list[tuple[str, int, str, tuple]], spark) -> list[list[tuple[str, int, int, str, tuple]]]:
     """Split and pack files into tasks the way Spark's FilePartition does (driver)."""
     conf = spark.conf
     max_bytes = int(_bytes(conf.get("spark.sql.files.maxPartitionBytes", "128m")))
     open_cost = int(_bytes(conf.get("spark.sql.files.openCostInBytes", "4m")))
     min_parts = int(conf.get("spark.sql.files.minPartitionNum", None) or _parallelism(spark))
-    total = sum(size + open_cost for _p, size, _v in files)
+    total = sum(size + open_cost for _p, size, _v, _d in files)
     max_split = min(max_bytes, max(open_cost, total // max(1, min_parts)))
     splits = []
-    for path, size, parts in files:
+    for path, size, parts, deleted in files:
         for start in range(0, max(size, 1), max_split):
-            splits.append((path, start, min(max_split, size - start) if size else 0, parts))
+            splits.append((path, start, min(max_split, size - start) if size else 0, parts, deleted))
     splits.sort(key=lambda s: s[2], reverse=True)
     tasks, current, current_size = [], [], 0
     for split in splits:
@@ -127,15 +136,15 @@ def normal_read(spark, path: str, fmt: str, version: int | None):
 
 
 def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter: dict | None = None,
-              columns: Sequence[str] = ()) -> tuple[ScanPlan, Any]:
+               columns: Sequence[str] = ()) -> tuple[ScanPlan, Any]:
     """Driver: decide whether ``path`` can be scanned directly; return (plan, normal DataFrame).
 
     The normal DataFrame (the pinned snapshot read by Spark) is what the
     fallback scores; its schema types the partition values, and its
-    ``inputFiles()`` cross-checks the file list replayed from the Delta log.
+    ``inputFiles()`` cross-checks the file list delta-kernel gives.
     """
     if "://" not in path and not path.startswith("file:"):
-        path = os.path.abspath(path)  # Spark lists absolute files; the log replay must match them
+        path = os.path.abspath(path)  # Spark lists absolute files; the snapshot's list must match them
     try:
         fs, root = _fs(path)
         is_delta = fs.get_file_info(root + "/_delta_log").type.name == "Directory"
@@ -146,23 +155,20 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
     fmt = "delta" if is_delta else "parquet"
     if version is not None and not is_delta:
         raise SchemaMismatchError(f"version={version!r} given, but {path!r} is not a Delta table.")
+    snapshot = None
     try:
         if is_delta:
-            pinned, protocol, metadata, adds = read_delta_log(path, version)
-            version = pinned
+            snapshot = read_snapshot(path, version)
+            version = snapshot.version
     except Exception as exc:  # noqa: BLE001 - any planning problem: the normal read decides
         reason = str(exc) if isinstance(exc, Fallback) else f"could not read the Delta log ({type(exc).__name__}: {exc})"
         return ScanPlan(path, fmt, version, False, reason), normal_read(spark, path, fmt, version)
     df = normal_read(spark, path, fmt, version)
     try:
         spark_files = sorted(_local(f) for f in df.inputFiles())
-        if is_delta:
-            check_delta_features(protocol, metadata, adds)
-            part_cols = tuple(metadata.get("partitionColumns") or ())
-        else:
-            part_cols = _parquet_partition_columns(spark_files, path)
-        plan = _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds if is_delta else None,
-                           partition_filter, columns)
+        part_cols = snapshot.partition_columns if snapshot else _parquet_partition_columns(spark_files, path)
+        plan = _plan_files(spark, path, fmt, version, df, spark_files, part_cols, snapshot, partition_filter,
+                           columns)
         return plan, df
     except Fallback as exc:
         return ScanPlan(path, fmt, version, False, str(exc)), df
@@ -177,13 +183,13 @@ def _parquet_partition_columns(files: list[str], path: str) -> tuple[str, ...]:
     return tuple(unquote(s.split("=", 1)[0]) for s in rel if "=" in s)
 
 
-def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds, partition_filter,
+def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, snapshot, partition_filter,
                 columns) -> ScanPlan:
     types = {f.name: f.dataType for f in df.schema.fields}
     for name in part_cols:
         if types[name].simpleString() not in _PARTITION_TYPES and not types[name].simpleString().startswith("decimal"):
             raise Fallback(f"partition column {name!r} has type {types[name].simpleString()}; the direct "
-                            "scan restores string, numeric, boolean and date partition values only")
+                            "scan restores string, numeric, boolean, date and timestamp partition values only")
     for name in columns:
         t = types[name].simpleString() if name in types else None
         if t is not None and t not in _FLAT_TYPES and not t.startswith("decimal"):
@@ -194,19 +200,14 @@ def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds, par
         raise Fallback(f"partition_filter on non-partition column(s) {bad}: the direct scan only prunes "
                         f"files by partition values (partition columns: {list(part_cols)})")
     root = _local(path)
-    if adds is not None:
-        listed = []
-        for add in adds:
-            rel = add["path"]
-            full = _local(rel) if "://" in rel or rel.startswith("file:") else os.path.join(root, unquote(rel))
-            values = as_dict(add.get("partitionValues"))
-            listed.append((os.path.normpath(full), int(add.get("size") or 0), {c: values.get(c) for c in part_cols}))
-        if {f for f, _s, _v in listed} != set(spark_files):
-            raise Fallback(f"the Delta log replay found {len(listed)} files but Spark lists {len(spark_files)}")
+    if snapshot is not None:
+        listed = [(f.path, f.size, f.partition_values, f.deleted) for f in snapshot.files]
+        if {f for f, _s, _v, _d in listed} != set(spark_files):
+            raise Fallback(f"delta-kernel lists {len(listed)} files but Spark lists {len(spark_files)}")
     else:
         fs, _ = _fs(path)
         sizes = {i.path: i.size for i in fs.get_file_info(spark_files)} if "://" not in root else {}
-        listed = [(f, int(sizes.get(f, 0)), hive_partitions(f, root, part_cols)) for f in spark_files]
+        listed = [(f, int(sizes.get(f, 0)), hive_partitions(f, root, part_cols), ()) for f in spark_files]
     if listed:
         try:
             _fs(listed[0][0])
@@ -215,8 +216,9 @@ def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, adds, par
     if flt:
         keep = _file_filter(flt, types)
         listed = [x for x in listed if keep(x[2])]
-    tasks = _pack([(f, size, json.dumps(values)) for f, size, values in listed], spark)
-    return ScanPlan(path, fmt, version, True, "", part_cols, tuple(tuple(t) for t in tasks), len(listed))
+    tasks = _pack([(f, size, json.dumps(values), deleted) for f, size, values, deleted in listed], spark)
+    return ScanPlan(path, fmt, version, True, "", part_cols, tuple(tuple(t) for t in tasks), len(listed),
+                    dict(snapshot.physical) if snapshot else {}, sum(len(d) for *_x, d in listed))
 
 
 def plan_scan(spark, path: str, version: int | None = None, *, partition_filter: dict | None = None,

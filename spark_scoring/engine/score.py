@@ -65,6 +65,8 @@ def score(
     params: Mapping[str, Any] | None = None,
     model_config: Mapping[str, Any] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    row_errors: str = "raise",
+    max_row_errors: int = 1000,
 ):
     """Append predictions (and lineage columns) to ``df``; lazy, like any transformation.
 
@@ -81,7 +83,8 @@ def score(
     udf = scoring_udf(
         model, result_type=result_type, batch_size=batch_size, device=device, features=features,
         on_null=on_null, autocast=autocast, diagnostics=diagnostics, params=params,
-        model_config=model_config, extra_env=extra_env, spark=df.sparkSession,
+        model_config=model_config, extra_env=extra_env, row_errors=row_errors, max_row_errors=max_row_errors,
+        spark=df.sparkSession,
     )
     columns = list(udf.columns)
     check_input(udf, df.schema, columns)

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from ..errors import SchemaMismatchError
-from ..executor.predictor import DEFAULT_BATCH_SIZE
+from ..executor.predictor import DEFAULT_BATCH_SIZE, ERROR_FIELD, MEDIA_BATCH_SIZE
 from ..executor.task import DIAGNOSTICS_TYPE, TaskSpec, score_stream
 from ..model.registry import ScoringModel, load_model
 from ..model.shipping import ship as ship_model
@@ -83,6 +83,8 @@ class ScoringUDF:
         self.output = base["output"]
         self.features = tuple(features) if features else None
         arrow_type = self.output.arrow_type
+        if base.get("row_errors") == "capture":
+            arrow_type = pa.struct([("prediction", arrow_type), (ERROR_FIELD, pa.string())])
         if base["diagnostics"]:
             arrow_type = pa.struct([("prediction", arrow_type), ("diagnostics", DIAGNOSTICS_TYPE)])
         from pyspark.sql.pandas.types import from_arrow_type
@@ -124,15 +126,25 @@ class ScoringUDF:
         return plan_binding(self.model, [_column_name(c) for c in columns], params=self._base["params"],
                             model_config=self._base["model_config"])
 
+    def capturing(self) -> "ScoringUDF":
+        """The same UDF returning ``struct<prediction, error>``: rows the model raises on come back
+        null, with their error, instead of failing the task (what jobs quarantine)."""
+        return ScoringUDF(self.model, {**self._base, "row_errors": "capture"}, self.features)
+
     def task_spec(self, plan: Plan, **overrides) -> TaskSpec:
         """Driver: what each task gets for ``plan`` (shared by the UDF and the direct scan)."""
         b = self._base
+        default = DEFAULT_BATCH_SIZE.get(plan.runner, 8192)
+        if plan.runner == "pyfunc" and any(pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                           for t in plan.binding.spec.types):
+            default = MEDIA_BATCH_SIZE  # images and audio: a decoded row is about a megabyte
         spec = TaskSpec(
             handle=b["handle"], runner=plan.runner, binding=plan.binding, output=b["output"],
-            batch_size=b["batch_size"] or DEFAULT_BATCH_SIZE.get(plan.runner, 8192), device=b["device"],
+            batch_size=b["batch_size"] or default, device=b["device"],
             on_null=b["on_null"], autocast=b["autocast"], input_kind=plan.input_kind, params=b["params"],
             model_config=b["model_config"], extra_env=b["extra_env"], timezone=b["timezone"],
-            diagnostics=b["diagnostics"],
+            diagnostics=b["diagnostics"], row_errors=b.get("row_errors", "raise"),
+            max_row_errors=b.get("max_row_errors", 1000),
         )
         return dataclasses.replace(spec, **overrides) if overrides else spec
 
@@ -183,6 +195,8 @@ def scoring_udf(
     params: Mapping[str, Any] | None = None,
     model_config: Mapping[str, Any] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    row_errors: str = "raise",
+    max_row_errors: int = 1000,
     ship: str | None = None,
     spark=None,
 ) -> ScoringUDF:
@@ -210,6 +224,10 @@ def scoring_udf(
         model_config: passed to ``mlflow.pyfunc.load_model(..., model_config=)``
             on the executors (the model's pyfunc flavor scores then).
         extra_env: environment variables set in the Python workers while the task scores.
+        row_errors: ``"raise"`` (a model error fails the task) or ``"capture"`` (the result is
+            ``struct<prediction, error>``: the rows the model raises on are found by splitting the
+            batch, and come back null with ``"ExceptionClass: message"``; the others are scored).
+        max_row_errors: with ``"capture"``, the most failing rows one task tolerates before it fails.
     """
     from ..session import get_spark
 
@@ -219,6 +237,10 @@ def scoring_udf(
         raise SchemaMismatchError(f"batch_size={batch_size!r}: expected a positive integer.")
     if autocast not in (None, "bf16", "fp16"):
         raise SchemaMismatchError(f"autocast={autocast!r}: expected None, 'bf16' or 'fp16'.")
+    if row_errors not in ("raise", "capture"):
+        raise SchemaMismatchError(f"row_errors={row_errors!r}: expected 'raise' or 'capture'.")
+    if not isinstance(max_row_errors, int) or isinstance(max_row_errors, bool) or max_row_errors < 0:
+        raise SchemaMismatchError(f"max_row_errors={max_row_errors!r}: expected an integer >= 0.")
     if model_config is not None and not isinstance(model_config, Mapping):
         raise SchemaMismatchError(f"model_config={model_config!r}: expected a dict.")
     if extra_env is not None and not (isinstance(extra_env, Mapping) and all(
@@ -242,5 +264,7 @@ def scoring_udf(
         "autocast": autocast,
         "diagnostics": diagnostics,
         "timezone": timezone,
+        "row_errors": row_errors,
+        "max_row_errors": max_row_errors,
     }
     return ScoringUDF(model, base, features)

@@ -13,8 +13,15 @@ imports no Spark, so the GPU path is tested on a machine without Java
   null for the others.
 - The model's input is built by :mod:`.inputs` (a matrix, tensors or a pandas
   frame), its output converted by :mod:`.outputs`.
-- With ``prefetch``, a background thread prepares batch n+1 (Arrow -> numpy
-  -> pinned memory -> device) while batch n runs.
+- With ``prefetch``, background threads prepare the next batches (Arrow ->
+  numpy -> pinned memory -> device, and a pyfunc model's own ``preprocess``:
+  decode, resize, tokenize) while the current batch runs; at most ``workers``
+  threads and ``workers + 1`` batches ahead, so memory stays flat as a
+  partition grows.
+- With ``row_errors="capture"``, a batch the model raises on is split until
+  the rows that raise are alone (:mod:`.rowerrors`); the others are scored,
+  and the result is ``struct<prediction, error>`` with each failing row's
+  error. Bounded by ``max_row_errors`` per task.
 """
 from __future__ import annotations
 
@@ -30,14 +37,21 @@ from ..errors import BadRowsError
 from .badrows import bad_mask, checks_for
 from .inputs import Binding, Bound, bind, frame, model_input
 from .outputs import to_arrow
+from .rowerrors import isolate, take
 from .specs import OutputSpec
 
-__all__ = ["Predictor", "rebatch", "to_matrix", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Predictor", "rebatch", "to_matrix", "DEFAULT_BATCH_SIZE", "ERROR_FIELD"]
 
 log = logging.getLogger(__name__)
 
-#: Rows per model call when the caller does not say (measured: bench/RESULTS.md).
+#: Rows per model call when the caller does not say (measured: bench/RESULTS.md). A pyfunc
+#: model taking binary columns (images, audio) gets :data:`MEDIA_BATCH_SIZE`: a decoded image
+#: is about a megabyte, so 8192 of them would not fit a worker.
 DEFAULT_BATCH_SIZE = {"pytorch": 8192, "sklearn": 16384, "pyfunc": 8192}
+MEDIA_BATCH_SIZE = 64
+
+#: The field of ``struct<prediction, error>`` that holds a row's model error (row_errors="capture").
+ERROR_FIELD = "error"
 
 
 # ---------------------------------------------------------------------------
@@ -97,8 +111,11 @@ def to_matrix(columns: Sequence[pa.Array], dtype) -> np.ndarray:
     return out
 
 
-def _prefetch(items: Iterator, fn, depth: int = 2) -> Iterator:
-    """Apply ``fn`` to items in a background thread, ``depth`` ahead of the consumer."""
+def _prefetch(items: Iterator, fn, depth: int = 2, workers: int = 1) -> Iterator:
+    """Apply ``fn`` to items in ``workers`` background threads, ``depth`` ahead of the consumer, in order."""
+    if workers > 1:
+        yield from _pool(items, fn, depth, workers)
+        return
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -132,6 +149,27 @@ def _prefetch(items: Iterator, fn, depth: int = 2) -> Iterator:
                 pass
 
 
+def _pool(items: Iterator, fn, depth: int, workers: int) -> Iterator:
+    """``fn`` over items in a pool of ``workers`` threads, at most ``depth`` items in flight, in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spark_scoring_prefetch") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append((item, pool.submit(fn, item)))
+                if len(pending) >= depth:
+                    head, fut = pending.popleft()
+                    yield head, fut.result()
+            while pending:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        finally:
+            for _item, fut in pending:
+                fut.cancel()
+
+
 # ---------------------------------------------------------------------------
 # The predictor
 # ---------------------------------------------------------------------------
@@ -162,11 +200,16 @@ class Predictor:
         on_null: str = "error",
         prefetch: bool = True,
         timezone: str = "UTC",
+        row_errors: str = "raise",
+        max_row_errors: int = 1000,
+        workers: int = 1,
     ):
         if on_null not in ("error", "null_prediction"):
             raise ValueError(f"on_null={on_null!r}: expected 'error' or 'null_prediction'")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if row_errors not in ("raise", "capture"):
+            raise ValueError(f"row_errors={row_errors!r}: expected 'raise' or 'capture'")
         self.runner = runner
         self.binding = binding
         self.output = output
@@ -174,9 +217,14 @@ class Predictor:
         self.on_null = on_null
         self.prefetch = prefetch
         self.timezone = timezone
+        self.row_errors = row_errors
+        self.max_row_errors = max_row_errors
+        self.workers = max(1, int(workers))
+        self._failed = [0]  # rows the model raised on in this task (bounded by max_row_errors)
         self.rows_scored = 0
         self.rows_null = 0
         self.batches = 0
+        self.preprocess = getattr(runner, "preprocess", None)  # a pyfunc model's own CPU stage
 
     # -- preparing one model batch (may run in the prefetch thread) ---------
     def _bad_rows(self, rows: int, mask: np.ndarray, counts: dict[str, int]) -> np.ndarray:
@@ -232,35 +280,97 @@ class Predictor:
             else:
                 payload = model_input(bound, self.binding.spec, dtype)
         kept = rows if keep is None else len(keep)
+        errors: dict[int, str] = {}
         if kept == 0:
             payload = None
+        elif self.preprocess is not None:
+            payload, keep, errors = self._preprocessed(payload, rows, keep)
+            kept = rows if keep is None else len(keep)
         elif hasattr(self.runner, "to_device"):
             payload = self.runner.to_device(payload)
-        return rows, keep, kept, payload
+        return rows, keep, kept, payload, errors
+
+    def _preprocessed(self, payload, rows: int, keep):
+        """The model's own ``preprocess`` on the batch; with ``row_errors="capture"``, rows it raises on
+        are set aside (their error kept) and the rest preprocessed again."""
+        try:
+            return self.preprocess(payload), keep, {}
+        except Exception as exc:  # noqa: BLE001
+            if self.row_errors != "capture":
+                raise
+            n = len(payload)
+            _pieces, failed = isolate(lambda idx: self.preprocess(take(payload, idx)), n,
+                                      limit=self.max_row_errors, seen=self._failed, first_error=exc)
+            positions = np.arange(rows) if keep is None else np.asarray(keep)
+            errors = {int(positions[i]): msg for i, msg in failed.items()}
+            good = np.asarray([i for i in range(n) if i not in failed], dtype=np.int64)
+            new_keep = positions[good]
+            return (self.preprocess(take(payload, good)) if len(good) else None), new_keep, errors
+
+    @property
+    def result_type(self) -> pa.DataType:
+        """The Arrow type of what :meth:`predict_stream` yields."""
+        if self.row_errors == "capture":
+            return pa.struct([("prediction", self.output.arrow_type), (ERROR_FIELD, pa.string())])
+        return self.output.arrow_type
+
+    def _model(self, payload):
+        if hasattr(self.runner, "run_tensor"):
+            return self.runner.run_tensor(payload)
+        return self.runner.run(payload)
+
+    def _scored(self, payload, kept: int) -> tuple[pa.Array, dict[int, str]]:
+        """Predictions of the ``kept`` prepared rows; with ``row_errors="capture"``, the rows the model
+        raises on come back null with their error."""
+        try:
+            return to_arrow(self._model(payload), self.output, kept), {}
+        except Exception as exc:  # noqa: BLE001
+            if self.row_errors != "capture" or isinstance(exc, BadRowsError):
+                raise
+            pieces, failed = isolate(lambda idx: to_arrow(self._model(take(payload, idx)), self.output, len(idx)),
+                                     kept, limit=self.max_row_errors, seen=self._failed, first_error=exc)
+            positions = np.full(kept, -1, dtype=np.int64)
+            parts, offset = [], 0
+            for idx, arr in pieces:
+                positions[idx] = np.arange(offset, offset + len(idx))
+                parts.append(arr)
+                offset += len(idx)
+            merged = pa.concat_arrays(parts) if parts else pa.nulls(0, type=self.output.arrow_type)
+            result = merged.take(pa.array(positions, mask=positions < 0)) if len(merged) else pa.nulls(
+                kept, type=self.output.arrow_type)
+            return result, failed
 
     def _run(self, prepared) -> pa.Array:
-        rows, keep, kept, payload = prepared
+        rows, keep, kept, payload, errors = prepared
         self.batches += 1
+        failed: dict[int, str] = {}
         if payload is None:
             result = pa.nulls(0, type=self.output.arrow_type)
-        elif hasattr(self.runner, "run_tensor"):
-            result = to_arrow(self.runner.run_tensor(payload), self.output, kept)
         else:
-            result = to_arrow(self.runner.run(payload), self.output, kept)
+            result, failed = self._scored(payload, kept)
+            if failed:
+                positions = np.arange(rows) if keep is None else np.asarray(keep)
+                errors = {**errors, **{int(positions[i]): msg for i, msg in failed.items()}}
         if keep is not None:
             self.rows_null += rows - kept
             positions = np.full(rows, -1, dtype=np.int64)
             positions[keep] = np.arange(kept)
             idx = pa.array(positions, mask=positions < 0)
             result = result.take(idx) if len(result) else pa.nulls(rows, type=self.output.arrow_type)
-        self.rows_scored += kept
+        self.rows_scored += kept - len(failed)
+        if self.row_errors == "capture":
+            messages = [None] * rows
+            for i, msg in errors.items():
+                messages[i] = msg
+            result = pa.StructArray.from_arrays([result, pa.array(messages, pa.string())],
+                                                names=["prediction", ERROR_FIELD])
         return result
 
     def predict(self, columns) -> pa.Array:
         """Score one batch of any size (split into ``batch_size`` chunks)."""
         parts = list(self.predict_stream([columns]))
         if not parts:
-            return pa.nulls(0, type=self.output.arrow_type)
+            return pa.nulls(0, type=self.result_type)
         return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
 
     def predict_stream(self, batches: Iterable) -> Iterator[pa.Array]:
@@ -270,7 +380,7 @@ class Predictor:
         """
         chunks = rebatch(batches, self.batch_size)
         if self.prefetch:
-            for _cols, prepared in _prefetch(chunks, self._prepare):
+            for _cols, prepared in _prefetch(chunks, self._prepare, depth=self.workers + 1, workers=self.workers):
                 yield self._run(prepared)
         else:
             for cols in chunks:

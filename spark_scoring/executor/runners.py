@@ -52,19 +52,63 @@ class PyfuncRunner:
 
     ``input_kind`` is ``"frame"`` for column signatures (and no signature),
     ``"tensor"`` for tensor signatures (an ndarray, or a dict of them).
+
+    A ``PythonModel`` that declares its CPU work apart from its forward pass, with
+    ``preprocess(model_input) -> batch`` and ``predict_batch(batch, params=None)``,
+    is run in two stages: :attr:`preprocess` (the predictor runs it for the next
+    batches in worker threads) and :meth:`run` (``predict_batch`` on the prepared
+    batch). A torch tensor coming out of ``preprocess`` is copied to the task's GPU
+    through pinned memory, non-blocking, before ``predict_batch`` sees it; with
+    ``autocast`` the forward pass runs under CUDA autocast.
     """
 
     def __init__(self, model: Any, *, input_kind: str = "frame", params: dict | None = None,
-                 dtype: Any = None):
+                 dtype: Any = None, device: str = "cpu", autocast: str | None = None):
         self.model = model
         self.input_kind = input_kind
         self.params = params or None
         self.dtype = None if dtype is None else np.dtype(dtype)
+        self.device = device
+        self.autocast = autocast
+        self.preprocess = None
+        self._stages = _two_stages(model)
+        if self._stages is not None:
+            self.preprocess = self._prepare
+
+    def _prepare(self, frame):
+        batch = self._stages[0](frame)
+        if self.device.startswith("cuda") and hasattr(batch, "pin_memory"):
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
 
     def run(self, data):
+        if self._stages is not None:
+            return self._forward(data)
         if self.params is not None:
             return self.model.predict(data, params=self.params)
         return self.model.predict(data)
+
+    def _forward(self, batch):
+        predict_batch = self._stages[1]
+        call = (lambda: predict_batch(batch, params=self.params)) if self.params is not None else (
+            lambda: predict_batch(batch))
+        if self.autocast and self.device.startswith("cuda"):
+            import torch
+
+            dtype = torch.bfloat16 if self.autocast == "bf16" else torch.float16
+            with torch.autocast(device_type="cuda", dtype=dtype):
+                return call()
+        return call()
+
+
+def _two_stages(model: Any):
+    """``(preprocess, predict_batch)`` of a PythonModel that declares both, else None."""
+    try:
+        impl = model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - not a PythonModel (a flavor's own pyfunc wrapper)
+        return None
+    pre, fwd = getattr(impl, "preprocess", None), getattr(impl, "predict_batch", None)
+    return (pre, fwd) if callable(pre) and callable(fwd) else None
 
 
 class TorchRunner:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from . import faults
 from .task import TaskInfo, TaskSpec, diagnostics, diagnostics_array, open_predictor
 
-__all__ = ["ReadSpec", "filesystem", "local_path", "scan_task", "count_task", "read_split"]
+__all__ = ["ReadSpec", "filesystem", "local_path", "partition_values", "scan_task", "count_task", "read_split"]
 
 
 def filesystem(path: str):
@@ -44,6 +44,17 @@ def local_path(uri: str) -> str:
     return unquote(uri) if "://" in uri else os.path.normpath(uri)
 
 
+def partition_values(texts: pa.Array, arrow_type: pa.DataType) -> pa.Array:
+    """Delta / hive partition value strings as ``arrow_type`` (timestamps are UTC, with or without 'Z')."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(arrow_type):
+        clean = pc.replace_substring(pc.replace_substring_regex(texts, r"Z$", ""), "T", " ")
+        naive = clean.cast(pa.timestamp(arrow_type.unit))
+        return pc.assume_timezone(naive, "UTC").cast(arrow_type) if arrow_type.tz else naive
+    return texts.cast(arrow_type)
+
+
 @dataclass(frozen=True)
 class ReadSpec:
     """What a scan task reads and yields (made on the driver, no SparkSession inside)."""
@@ -55,6 +66,7 @@ class ReadSpec:
     partition_types: dict  # partition column -> Arrow type
     read_batch: int
     native: bool = True  # numeric features go to a float matrix (the cast happens in its one copy)
+    physical: dict = None  # logical -> physical column name in the files (column mapping), where they differ
 
 
 def _row_groups(meta, start: int, length: int) -> list[int]:
@@ -72,8 +84,22 @@ def _row_groups(meta, start: int, length: int) -> list[int]:
     return chosen
 
 
-def read_split(spec: ReadSpec, path: str, start: int, length: int, parts_json: str) -> Iterator[tuple]:
-    """Executor: (rows, feature arrays, kept arrays) per record batch of one file split."""
+def _first_rows(meta) -> list[int]:
+    """The file-wide index of each row group's first row."""
+    out, n = [], 0
+    for i in range(meta.num_row_groups):
+        out.append(n)
+        n += meta.row_group(i).num_rows
+    return out
+
+
+def read_split(spec: ReadSpec, path: str, start: int, length: int, parts_json: str,
+               deleted=()) -> Iterator[tuple]:
+    """Executor: (rows, feature arrays, kept arrays) per record batch of one file split.
+
+    ``deleted``: the file's row indices a deletion vector removes; they are dropped here.
+    """
+    import numpy as np
     import pyarrow.parquet as pq
 
     fs, inner = filesystem(path)
@@ -84,35 +110,57 @@ def read_split(spec: ReadSpec, path: str, start: int, length: int, parts_json: s
     if not groups:
         return
     parts = json.loads(parts_json)
+    physical = spec.physical or {}
     file_names = {n.lower(): n for n in pf.schema_arrow.names}
     wanted = [c for c in dict.fromkeys(spec.feature_cols + spec.keep_cols) if c not in spec.partition_types]
-    present = [file_names[c.lower()] for c in wanted if c.lower() in file_names]
-    constants = {c: pa.array([parts.get(c)], pa.string()).cast(t) for c, t in spec.partition_types.items()}
+    present = [file_names[physical.get(c, c).lower()] for c in wanted if physical.get(c, c).lower() in file_names]
+    logical = {physical.get(c, c).lower(): c.lower() for c in wanted}
+    constants = {c: partition_values(pa.array([parts.get(c)], pa.string()), t) for c, t in spec.partition_types.items()}
     keep_types = {f.name: f.type for f in spec.out_schema}
-    for batch in pf.iter_batches(batch_size=spec.read_batch, row_groups=groups, columns=present,
-                                 use_threads=False):
-        n = batch.num_rows
-        by_name = {name.lower(): col for name, col in zip(batch.schema.names, batch.columns)}
+    gone = np.asarray(sorted(deleted), dtype=np.int64) if len(deleted) else None
+    if gone is None:  # no deletion vector: one reader over the split's row groups
+        for batch in pf.iter_batches(batch_size=spec.read_batch, row_groups=groups, columns=present,
+                                     use_threads=False):
+            yield from _columns(spec, batch, constants, keep_types, logical)
+        return
+    firsts = _first_rows(pf.metadata)
+    for group in groups:
+        row = firsts[group]
+        for batch in pf.iter_batches(batch_size=spec.read_batch, row_groups=[group], columns=present,
+                                     use_threads=False):
+            first, row = row, row + batch.num_rows
+            lo, hi = np.searchsorted(gone, [first, row])  # deletion vector: keep the rows it does not name
+            if hi > lo:
+                keep = np.ones(batch.num_rows, dtype=bool)
+                keep[gone[lo:hi] - first] = False
+                batch = batch.filter(pa.array(keep))
+            yield from _columns(spec, batch, constants, keep_types, logical)
 
-        def column(name: str, arrow_type):
-            if name in constants:
-                value = constants[name]
-                return pa.repeat(value[0], n).cast(arrow_type) if n else pa.array([], arrow_type)
-            col = by_name.get(name.lower())
-            return pa.nulls(n, arrow_type) if col is None else col
 
-        feats = []
-        for name, target in zip(spec.feature_cols, spec.feature_types):
-            col = column(name, target)
-            numeric = pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
-            if not col.type.equals(target) and not (numeric and spec.native):
-                col = col.cast(target, safe=not pa.types.is_floating(target))
-            feats.append(col)  # float64 -> float32 happens in to_matrix's single copy
-        kept = []
-        for name in spec.keep_cols:
-            col = column(name, keep_types[name])
-            kept.append(col if col.type.equals(keep_types[name]) else col.cast(keep_types[name]))
-        yield n, feats, kept
+def _columns(spec: ReadSpec, batch, constants: dict, keep_types: dict, logical: dict):
+    """(rows, feature arrays, kept arrays) of one record batch, by logical column name."""
+    n = batch.num_rows
+    by_name = {logical.get(name.lower(), name.lower()): col for name, col in zip(batch.schema.names, batch.columns)}
+
+    def column(name: str, arrow_type):
+        if name in constants:
+            value = constants[name]
+            return pa.repeat(value[0], n).cast(arrow_type) if n else pa.array([], arrow_type)
+        col = by_name.get(name.lower())
+        return pa.nulls(n, arrow_type) if col is None else col
+
+    feats = []
+    for name, target in zip(spec.feature_cols, spec.feature_types):
+        col = column(name, target)
+        numeric = pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
+        if not col.type.equals(target) and not (numeric and spec.native):
+            col = col.cast(target, safe=not pa.types.is_floating(target))
+        feats.append(col)  # float64 -> float32 happens in to_matrix's single copy
+    kept = []
+    for name in spec.keep_cols:
+        col = column(name, keep_types[name])
+        kept.append(col if col.type.equals(keep_types[name]) else col.cast(keep_types[name]))
+    yield n, feats, kept
 
 
 class _Aligner:
@@ -146,7 +194,7 @@ def _splits(batches: Iterator[pa.RecordBatch]) -> list[tuple]:
     splits = []
     for b in batches:
         for row in b.to_pylist():
-            splits.extend(zip(row["paths"], row["starts"], row["lengths"], row["parts"]))
+            splits.extend(zip(row["paths"], row["starts"], row["lengths"], row["parts"], row["dels"]))
     return splits
 
 
@@ -163,8 +211,8 @@ def scan_task(task: TaskSpec, read: ReadSpec, batches: Iterator[pa.RecordBatch],
     aligner = _Aligner()
 
     def features():
-        for path, start, length, parts in splits:
-            for n, feats, kept in read_split(read, path, start, length, parts):
+        for path, start, length, parts, deleted in splits:
+            for n, feats, kept in read_split(read, path, start, length, parts, deleted or ()):
                 aligner.push(n, kept)
                 yield feats
 
@@ -178,23 +226,29 @@ def scan_task(task: TaskSpec, read: ReadSpec, batches: Iterator[pa.RecordBatch],
 
 
 def count_task(read: ReadSpec, names: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor (mapInArrow): this task's splits in, one row of counts out (rows, bad rows, per feature).
+    """Executor (mapInArrow): this task's splits in, one row of counts per partition out
+    (``part``: the split's partition values JSON; rows, bad rows, bad rows per feature).
 
     A value is bad under the one rule (:mod:`.badrows`): null, or NaN / infinite in a float column.
     """
     from .badrows import bad_mask, checks_for
 
-    totals = [0] * len(names)
-    for path, start, length, parts in _splits(batches):
-        for n, feats, _kept in read_split(read, path, start, length, parts):
-            totals[0] += n
+    totals: dict[str, list[int]] = {}
+    for path, start, length, parts, deleted in _splits(batches):
+        acc = totals.setdefault(parts, [0] * len(names))
+        for n, feats, _kept in read_split(read, path, start, length, parts, deleted or ()):
+            acc[0] += n
             any_bad = None
             for i, col in enumerate(feats):
                 bad = bad_mask(col, checks_for(col.type))
                 if bad is None:
                     continue
-                totals[2 + i] += int(bad.sum())
+                acc[2 + i] += int(bad.sum())
                 any_bad = bad if any_bad is None else (any_bad | bad)
             if any_bad is not None:
-                totals[1] += int(any_bad.sum())
-    yield pa.RecordBatch.from_arrays([pa.array([t], pa.int64()) for t in totals], names)
+                acc[1] += int(any_bad.sum())
+    if totals:
+        keys = list(totals)
+        yield pa.RecordBatch.from_arrays([pa.array(keys, pa.string())]
+                                         + [pa.array([totals[k][j] for k in keys], pa.int64())
+                                            for j in range(len(names))], ["part", *names])

@@ -106,12 +106,3 @@ class OutputSpec:
         if self.kind != "struct":
             return ()
         return tuple(self.arrow_type.field(i).name for i in range(self.arrow_type.num_fields))
-
-    def spark_type(self):
-        """The Spark DataType of the result column (driver; imports pyspark)."""
-        from pyspark.sql.pandas.types import from_arrow_type
-
-        return from_arrow_type(self.arrow_type)
-
-    def ddl(self) -> str:
-        return self.spark_type().simpleString()

@@ -82,6 +82,8 @@ class TaskSpec:
     extra_env: tuple[tuple[str, str], ...] = ()
     timezone: str = "UTC"
     diagnostics: bool = False
+    row_errors: str = "raise"  # "capture": rows the model raises on come back with their error
+    max_row_errors: int = 1000
     #: Prepare batch n+1 in a thread while batch n runs. None: on CUDA only, where it
     #: overlaps host work with the GPU; on CPU it measured within noise of off on both
     #: models (bench/RESULTS.md), so the task keeps its one core to itself.
@@ -142,15 +144,20 @@ def open_predictor(spec: TaskSpec, info: TaskInfo) -> tuple[Predictor, str]:
         runner = SklearnRunner(model, handle.predict_method or "predict")
     else:
         runner = PyfuncRunner(model, input_kind=spec.input_kind if spec.runner == "pyfunc" else "tensor",
-                              params=spec.params)
+                              params=spec.params, device=dev, autocast=spec.autocast)
+    staged = getattr(runner, "preprocess", None) is not None
     predictor = Predictor(
         runner,
         binding=spec.binding,
         output=spec.output,
         batch_size=spec.batch_size,
         on_null=spec.on_null,
-        prefetch=dev != "cpu" if spec.prefetch is None else spec.prefetch,
+        # a model with its own preprocess overlaps it with the forward pass, on CPU too
+        prefetch=(dev != "cpu" or staged) if spec.prefetch is None else spec.prefetch,
         timezone=spec.timezone,
+        row_errors=spec.row_errors,
+        max_row_errors=spec.max_row_errors,
+        workers=max(1, info.cpus) if staged else 1,
     )
     return predictor, dev
 
@@ -179,7 +186,7 @@ def score_stream(spec: TaskSpec, batches: Iterable, info: TaskInfo) -> Iterator[
                 yield [item] if isinstance(item, (pa.Array, pa.ChunkedArray)) else list(item)
 
         diag = diagnostics(spec, info, dev, spec.batch_size) if spec.diagnostics else None
-        for result in predictor.predict_stream(args(batches)):
+        for result in predictor.predict_stream(args(batches)):  # struct<prediction, error> when capturing
             if diag is not None:
                 result = pa.StructArray.from_arrays(
                     [result, diagnostics_array(diag, len(result))], names=["prediction", "diagnostics"])

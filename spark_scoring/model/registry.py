@@ -26,7 +26,7 @@ from ..executor.specs import InputSpec, OutputSpec
 from .signature import input_spec_from_signature, output_spec_from_signature
 from .uri import FORMS_HELP, ModelUri, parse_model_uri
 
-__all__ = ["ScoringModel", "load_model", "parse_model_uri"]
+__all__ = ["ScoringModel", "load_model", "validate_model", "parse_model_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -343,18 +343,26 @@ def load_model(uri, *, validate: bool = True, dst: str | None = None) -> Scoring
         pyfunc_config_keys=tuple(sorted((pyfunc_conf.get("config") or pyfunc_conf.get("model_config") or {}))),
         registry_uri=_registry_uri() if parsed.kind == "registered" else None,
     )
-    if validate and (pinned, local_path) not in _validated:
-        try:
-            load_native(flavor, local_path, "cpu", fmt=fmt)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(
-                f"model {pinned!r} (resolved from {parsed.text!r}; {format_name(flavor, fmt)}) could not be "
-                f"loaded from its artifacts: {type(exc).__name__}: {exc}. "
-                f"Fix: {load_error_fix(flavor, fmt, exc, local_path)}."
-            ) from exc
-        _validated.add((pinned, local_path))
+    if validate:
+        validate_model(scoring_model)
     log.info("resolved %s -> %s (%s)", parsed.text, pinned, format_name(flavor, fmt))
     return scoring_model
+
+
+def validate_model(model: ScoringModel) -> None:
+    """Driver: load ``model`` once on CPU, so corrupt artifacts fail before any Spark job or write."""
+    key = (model.uri, model.local_path)
+    if key in _validated:
+        return
+    try:
+        load_native(model.flavor, model.local_path, "cpu", fmt=model.format)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"model {model.uri!r} (resolved from {model.source_uri!r}; {format_name(model.flavor, model.format)}) "
+            f"could not be loaded from its artifacts: {type(exc).__name__}: {exc}. "
+            f"Fix: {load_error_fix(model.flavor, model.format, exc, model.local_path)}."
+        ) from exc
+    _validated.add(key)
 
 
 #: Driver-process caches: a model version's artifacts never change, so one

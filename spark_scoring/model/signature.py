@@ -189,6 +189,13 @@ def _unsupported(t) -> str | None:
     return t.simpleString()
 
 
+def ddl(output: OutputSpec) -> str:
+    """The Spark DDL of a prediction type (``double``, ``array<double>``, ``struct<...>``)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return from_arrow_type(output.arrow_type).simpleString()
+
+
 def apply_result_type(output: OutputSpec, result_type: Any, uri: str) -> OutputSpec:
     """Override the inferred output type with ``result_type`` (DDL string or Spark DataType).
 
@@ -206,7 +213,7 @@ def apply_result_type(output: OutputSpec, result_type: Any, uri: str) -> OutputS
         if not ok:
             raise ResultTypeError(
                 f"result_type {spark_type.simpleString()!r} is a {wanted.kind}, but model {uri!r} returns "
-                f"{output.ddl()} (a {output.kind}). Fix: use result_type={output.ddl()!r} or leave "
+                f"{ddl(output)} (a {output.kind}). Fix: use result_type={ddl(output)!r} or leave "
                 "result_type unset; spark_scoring never picks one column of a multi-column output silently."
             )
         if wanted.kind == "struct":

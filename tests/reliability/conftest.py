@@ -42,8 +42,8 @@ def rel_input(spark, registry, tmp_path_factory):
 @pytest.fixture(scope="session")
 def rel_reference(spark, registry, rel_input, tmp_path_factory):
     """One uninterrupted run over ``rel_input``: its output and quarantine rows."""
-    from spark_scoring.job import run_job
-    from spark_scoring.progress import Reporter
+    from spark_scoring import run_job
+    from spark_scoring.ops.progress import Reporter
 
     out = str(tmp_path_factory.mktemp("rel_reference") / "scores")
     result = run_job(H.job_config(rel_input, out), spark=spark, reporter=Reporter(quiet=True))

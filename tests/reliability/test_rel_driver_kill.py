@@ -35,7 +35,7 @@ PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] partition (\S+): (\w+)", re.M)
 
 def _check_consistent(spark, out: str) -> dict:
     """Every partition present is whole in both tables, and no key appears twice."""
-    from spark_scoring.delta_io import TableRef
+    from spark_scoring.delta.tables import TableRef
 
     state = {"output_partitions": 0, "quarantine_partitions": 0, "duplicates": 0}
     for path, key, per_part in ((out, "output_partitions", H.ROWS - H.BAD_PER_PARTITION),

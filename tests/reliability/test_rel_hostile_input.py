@@ -27,8 +27,8 @@ import reliability_helpers as H
 from spark_scoring import cli
 from spark_scoring.demo import FEATURES
 from spark_scoring.errors import SchemaMismatchError
-from spark_scoring.job import run_job
-from spark_scoring.progress import Reporter
+from spark_scoring import run_job
+from spark_scoring.ops.progress import Reporter
 
 SCHEMA = T.StructType(
     [T.StructField("customer_id", T.LongType()), T.StructField("ds", T.StringType())]
@@ -54,7 +54,7 @@ def _run(spark, cfg, **kw):
 def _reconciles(spark, result, out):
     """The counts agree in the JobResult, the audit rows and both tables."""
     assert result.rows_in == result.rows_scored + result.rows_quarantined
-    from spark_scoring.delta_io import TableRef
+    from spark_scoring.delta.tables import TableRef
 
     scored = spark.read.format("delta").load(out).count() if TableRef.parse(out).exists(spark) else 0
     quarantined = (spark.read.format("delta").load(out + "_quarantine").count()
@@ -264,7 +264,7 @@ _value = st.sampled_from([None, math.nan, math.inf, -math.inf]) | st.floats(-1e6
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_bad_row_rule_splits_any_mix_exactly(spark, values):
     """quality.bad_condition flags exactly the rows with a null / NaN / inf feature."""
-    from spark_scoring.quality import bad_condition, count_rows, feature_checks
+    from spark_scoring.job.quality import bad_condition, count_rows, feature_checks
 
     schema = T.StructType([T.StructField("a", T.DoubleType()), T.StructField("b", T.FloatType())])
     df = spark.createDataFrame(values, schema)

@@ -20,8 +20,8 @@ import yaml
 
 import reliability_helpers as H
 from spark_scoring import cli
-from spark_scoring.job import run_job
-from spark_scoring.progress import Reporter
+from spark_scoring import run_job
+from spark_scoring.ops.progress import Reporter
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ def main() -> int:
     import pyspark.sql.functions as F
 
     from spark_scoring import score
-    from spark_scoring.job import run_job
-    from spark_scoring.progress import Reporter
+    from spark_scoring import run_job
+    from spark_scoring.ops.progress import Reporter
     from spark_scoring.session import get_spark
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

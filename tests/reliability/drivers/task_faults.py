@@ -33,8 +33,8 @@ def main() -> int:
     from spark_scoring import score
     from spark_scoring import score_table_direct
     from spark_scoring.errors import ScoringError
-    from spark_scoring.job import run_job
-    from spark_scoring.progress import Reporter
+    from spark_scoring import run_job
+    from spark_scoring.ops.progress import Reporter
     from spark_scoring.session import get_spark
     from spark_scoring.executor.faults import FAULT_PROPERTY as TEST_FAULT_PROPERTY
 

@@ -1,7 +1,8 @@
 """What a run prints: the plan, progress per partition, and the summary table.
 
-Runs on: the driver. On a terminal, a rich progress bar; otherwise (spark-submit
-logs, schedulers, CI) one plain log line per partition, so logs stay greppable.
+Runs on: the driver. An observer of the run, injected by the entry point. On a
+terminal, a rich progress bar; otherwise (spark-submit logs, schedulers, CI)
+one plain log line per partition, so logs stay greppable.
 
 Table names, partition values and messages are data, not rich markup: they go
 through :func:`rich.markup.escape` (a partition named ``[/bold]`` would
@@ -22,29 +23,62 @@ __all__ = ["Reporter", "summary_table"]
 
 
 class Reporter:
-    """Prints to ``stream`` (stderr by default); ``quiet=True`` prints nothing."""
+    """Prints to ``stream`` (stderr by default); ``quiet=True`` prints nothing.
+
+    A run observer (:class:`spark_scoring.job.runner.Observer`): the plan when the
+    units are known, one line (or a bar step) per unit, the summary at the end.
+    """
 
     def __init__(self, stream=None, *, quiet: bool = False, force_terminal: bool | None = None):
         self.console = Console(file=stream or sys.stderr, force_terminal=force_terminal, width=120)
         self.quiet = quiet
+        self._bar = None
+        self._advance: Callable = lambda _res: None
 
     def print(self, *args: Any) -> None:
         if not self.quiet:
             self.console.print(*args, highlight=False, soft_wrap=True)
 
-    def plan(self, run, todo: list, skipped: int) -> None:
+    # -- observer -------------------------------------------------------------
+    def start(self, plan) -> None:
+        return None
+
+    def planned(self, ctx, todo, skipped) -> None:
+        self.plan(ctx, todo, len(skipped))
+        self._bar = self.progress(len(todo))
+        self._advance = self._bar.__enter__()
+
+    def after_commit(self, ctx, unit) -> None:
+        pass
+
+    def after_audit(self, ctx, unit, result) -> None:
+        pass
+
+    def unit_done(self, ctx, unit, result):
+        self._advance(result)
+        return None
+
+    def finished(self, ctx, result, failed: bool) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+        self.summary(result)
+
+    # -- what it prints ---------------------------------------------------------
+    def plan(self, ctx, todo: list, skipped: int) -> None:
+        plan = ctx.plan
         models = ", ".join(
-            f"{p.model.source_uri} -> {p.model.uri}" + (f" ({p.output_column})" if len(run.plans) > 1 else "")
-            for p in run.plans
+            f"{p.model.source_uri} -> {p.model.uri}" + (f" ({p.output_column})" if len(plan.models) > 1 else "")
+            for p in plan.models
         )
-        rows = sum(n for _v, _t, n in todo)
-        names = [t for _v, t, _n in todo]
+        rows = sum(u.rows for u in todo)
+        names = [u.text for u in todo]
         shown = ", ".join(map(str, names[:8])) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         self.print(
-            f"[bold]spark_scoring run {run.run_id}[/bold]\n"
+            f"[bold]spark_scoring run {escape(ctx.run_id)}[/bold]\n"
             f"  model(s):  {escape(models)}\n"
-            f"  input:     {escape(run.input_ref.name)} @ version {run.input_version}\n"
-            f"  output:    {escape(run.output_ref.name)} ({run.cfg.output.mode})\n"
+            f"  input:     {escape(plan.input_ref.name)} @ version {plan.input_version}\n"
+            f"  output:    {escape(plan.output_ref.name)} ({plan.cfg.output.mode})\n"
             f"  plan:      {len(todo)} partition(s), {rows} input rows: {escape(shown) or '-'}"
             + (f"; {skipped} already scored, skipped" if skipped else "")
         )

@@ -18,7 +18,6 @@ state.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import os
 from dataclasses import dataclass, field
@@ -165,23 +164,20 @@ def comparison_figure(stats: Mapping[str, Any]):
 
 
 # -------------------------------------------------------------------- HTML
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return _e(value)
+def _render(template: str, **context) -> str:
+    """A page from ``templates/`` (Jinja2, autoescaped: user data never becomes markup)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
 
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], classes: Sequence[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{_e(classes[i])}"' if classes and classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    env = Environment(loader=PackageLoader("spark_scoring.ops", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["cell"] = _cell
+    return env.get_template(template).render(**context)
 
 
 def _drift_rows(report: Mapping[str, Any]) -> tuple[list[list[Any]], list[str]]:
@@ -200,27 +196,10 @@ def _drift_rows(report: Mapping[str, Any]) -> tuple[list[list[Any]], list[str]]:
     return rows, classes
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
-th{background:#f3f3f3} tr.drift td{background:#fde2e2} tr.failed td{background:#fde2e2}
-.scroll{overflow-x:auto} img{max-width:100%;border:1px solid #eee;margin:0.3em 0}
-"""
-
-
 def drift_html(report: Mapping[str, Any]) -> str:
     """A standalone HTML page of the drift table (logged as ``drift/drift_report.html``)."""
     rows, classes = _drift_rows(report)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>drift report</title>"
-        f"<style>{_CSS}</style></head><body><h1>Drift report</h1>"
-        f"<p>reference: {_e(report.get('reference'))}; threshold {_e(report.get('threshold'))}; "
-        f"on drift: {_e(report.get('on_drift'))}; bins {_e(report.get('bins'))}; "
-        f"status: <b>{_e(report.get('status'))}</b></p>"
-        + _table(["partition", "reference", "column", "PSI", "drift", "note"], rows, classes)
-        + "</body></html>"
-    )
+    return _render("drift.html.j2", title="Drift report", report=report, drift_rows=rows, drift_classes=classes)
 
 
 # ----------------------------------------------------------- reading a run
@@ -264,7 +243,7 @@ def load_report(run_id: str, folder: str | os.PathLike, *, client=None) -> RunRe
     """Read run ``run_id`` from MLflow and download its plots into ``folder``."""
     import tempfile
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     client = client or _client()
     try:
@@ -317,9 +296,9 @@ def _tracking_uri(client) -> str:
 def find_last_run(config, *, client=None) -> str:
     """The id of the newest MLflow run of the job ``config`` (path, dict or JobConfig):
     the newest run in its ``tracking.experiment`` that wrote its ``output.table``."""
-    from .config import load_config
-    from .delta_io import TableRef
-    from .errors import ConfigError
+    from ..config import load_config
+    from ..delta.tables import TableRef
+    from ..errors import ConfigError
 
     cfg = load_config(config)
     client = client or _client()
@@ -354,14 +333,15 @@ def _steps(report: RunReport) -> list[dict]:
 def summary_table(report: RunReport):
     """The rich Table printed by ``spark-scoring report``."""
     from rich.table import Table
+    from rich.text import Text
 
     rows = _steps(report)
     skipped = [p for p in report.partitions if p.get("status") == "skipped"]
     score_cols: list[str] = []
     for r in rows:
         score_cols += [c for c in r.get("summary", {}) if c not in score_cols]
-    table = Table(title=f"MLflow run {report.run_id} ({report.status}): {report.params.get('output_table', '')}",
-                  title_justify="left")
+    table = Table(title=Text(f"MLflow run {report.run_id} ({report.status}): "
+                             f"{report.params.get('output_table', '')}"), title_justify="left")
     for name in ("partition", "status", "rows in", "scored", "quarantined", "seconds"):
         table.add_column(name, justify="left" if name in ("partition", "status") else "right")
     for c in score_cols[:3]:
@@ -369,7 +349,7 @@ def summary_table(report: RunReport):
         table.add_column(f"{c} p50", justify="right")
     table.add_column("max PSI", justify="right")
     table.add_column("drift")
-    for r in rows:
+    for r in rows:  # cells are Text: a partition named "[red]" prints as it is, not as markup
         cells = [str(r.get("partition")), str(r.get("status")), str(r.get("rows_in", "")),
                  str(r.get("rows_scored", "")), str(r.get("rows_quarantined", "")), f"{r.get('seconds', 0):.1f}"]
         for c in score_cols[:3]:
@@ -379,8 +359,8 @@ def summary_table(report: RunReport):
         worst = max(psi, key=psi.get) if psi else None
         cells.append(f"{psi[worst]:.3f} ({worst})" if worst else "")
         style = {"fail": "bold red", "warn": "yellow"}.get(r.get("drift", ""), "")
-        cells.append(f"[{style}]{r.get('drift', '')}[/{style}]" if style else str(r.get("drift", "")))
-        table.add_row(*cells)
+        texts = [Text(c) for c in cells] + [Text(str(r.get("drift", "")), style=style)]
+        table.add_row(*texts)
     if skipped:
         table.caption = f"{len(skipped)} partition(s) skipped: already scored by this model version"
     return table
@@ -393,53 +373,32 @@ def _num(value: Any) -> str:
 def write_html(report: RunReport) -> Path:
     """Write ``index.html`` into ``report.folder`` (plots referenced by relative path)."""
     rows = _steps(report)
-    title = f"spark_scoring run {report.run_id}"
-    header = _table(["", ""], [
+    header = [
         ["status", report.status], ["experiment", report.experiment],
         ["started", report.start], ["ended", report.end],
         ["input", f"{report.params.get('input_table', '')} @ version {report.params.get('input_version', '')}"],
         ["output", f"{report.params.get('output_table', '')} ({report.params.get('output_mode', '')})"],
         ["models", report.params.get("models", "")], ["drift", report.tags.get("spark_scoring.drift", "")],
         *[[k, v] for k, v in sorted(report.totals.items())],
-    ])
-    part_rows = [[r.get("partition"), r.get("status"), r.get("rows_in"), r.get("rows_scored"),
-                  r.get("rows_quarantined"), r.get("seconds"), r.get("output_version"), r.get("message", "")]
-                 for r in report.partitions]
-    part_cls = ["failed" if r.get("status") == "failed" else "" for r in report.partitions]
-    summary_rows = []
-    for r in rows:
-        for col, s in r.get("summary", {}).items():
-            summary_rows.append([r["partition"], col] + [s.get(k) for k in
-                                ("count", "mean", "std", "min", "p01", "p25", "p50", "p75", "p99", "max")])
+    ]
+    partitions = [[r.get("partition"), r.get("status"), r.get("rows_in"), r.get("rows_scored"),
+                   r.get("rows_quarantined"), r.get("seconds"), r.get("output_version"), r.get("message", "")]
+                  for r in report.partitions]
+    summary = [[r["partition"], col] + [s.get(k) for k in
+                                        ("count", "mean", "std", "min", "p01", "p25", "p50", "p75", "p99", "max")]
+               for r in rows for col, s in r.get("summary", {}).items()]
     keys = sorted({k for m in report.metrics.values() for k in m},
                   key=lambda k: (not k.startswith("rows") and k != "seconds", k))
     by_step = {r["step"]: r["partition"] for r in rows}
-    metric_rows = [[step, by_step.get(step, "")] + [report.metrics[step].get(k) for k in keys]
-                   for step in sorted(report.metrics)]
-    drift_rows, drift_cls = _drift_rows(report.drift)
-    images = "".join(f"<figure><img src='{_e(p)}' alt='{_e(p)}'><figcaption>{_e(p)}</figcaption></figure>"
-                     for p in report.plots)
-    drift_img = (f"<img src='{_e(report.drift_plot)}' alt='drift report'>" if report.drift_plot else "")
-    drift_head = (f"<p>reference: {_e(report.drift.get('reference'))}; threshold "
-                  f"{_e(report.drift.get('threshold'))}; on drift: {_e(report.drift.get('on_drift'))}</p>"
-                  if report.drift else "<p>drift was not checked in this run.</p>")
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>{header}"
-        "<h2>Partitions</h2>"
-        + _table(["partition", "status", "rows in", "scored", "quarantined", "seconds", "output version",
-                  "message"], part_rows, part_cls)
-        + "<h2>Score summary</h2>"
-        + _table(["partition", "column", "count", "mean", "std", "min", "p01", "p25", "p50", "p75", "p99", "max"],
-                 summary_rows)
-        + f"<h2>Score distributions</h2>{images or '<p>no plots in this run.</p>'}"
-        + f"<h2>Drift</h2>{drift_head}{drift_img}"
-        + _table(["partition", "reference", "column", "PSI", "drift", "note"], drift_rows, drift_cls)
-        + "<h2>Metrics per partition</h2><div class='scroll'>"
-        + _table(["step", "partition", *keys], metric_rows) + "</div>"
-        + "<h2>Params</h2>" + _table(["param", "value"], sorted(report.params.items()))
-        + "<h2>Tags</h2>" + _table(["tag", "value"], sorted(report.tags.items()))
-        + "</body></html>"
+    metrics = [[step, by_step.get(step, "")] + [report.metrics[step].get(k) for k in keys]
+               for step in sorted(report.metrics)]
+    drift_rows, drift_classes = _drift_rows(report.drift)
+    page = _render(
+        "report.html.j2", title=f"spark_scoring run {report.run_id}", header=header, partitions=partitions,
+        partition_classes=["failed" if r.get("status") == "failed" else "" for r in report.partitions],
+        summary=summary, plots=report.plots, drift=report.drift, drift_plot=report.drift_plot,
+        drift_rows=drift_rows, drift_classes=drift_classes, metric_keys=keys, metrics=metrics,
+        params=sorted(report.params.items()), tags=sorted(report.tags.items()),
     )
     path = report.folder / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -460,9 +419,9 @@ def report_command(
     """
     from rich.console import Console
 
-    from . import servers
-    from .config import load_config
-    from .errors import ConfigError
+    from .. import servers
+    from ..config import load_config
+    from ..errors import ConfigError
 
     cfg = load_config(config) if config else None
     chosen = servers.use(servers.resolve(tracking_uri, None, cfg))  # the flag, else the config's mlflow section

@@ -254,7 +254,7 @@ def _resolver(df):
     import pyspark.sql.functions as F
     from pyspark.sql.types import StructType
 
-    from .delta_io import quote_identifier
+    from ..delta.sql import quote_identifier
 
     types = {f.name: f.dataType for f in df.schema.fields}
 

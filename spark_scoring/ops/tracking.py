@@ -48,8 +48,11 @@ import tempfile
 import time
 from typing import Any
 
-from .errors import DriftError
-from .session import set_job_description
+from rich.text import Text
+
+from ..errors import DriftError
+from ..job.results import partition_text
+from ..session import set_job_description
 
 __all__ = ["RunTracker"]
 
@@ -80,33 +83,49 @@ def _artifact_location(experiment: str) -> str | None:
 
 
 class RunTracker:
-    """Driver: one MLflow run per job run, plus per-partition statistics and drift."""
+    """Driver: one MLflow run per job run, plus per-partition statistics and drift.
 
-    def __init__(self, run, mlflow_run_id: str | None, experiment_id: str | None):
-        self.run = run
-        self.cfg = run.cfg
-        self.mlflow_run_id = mlflow_run_id
-        self.experiment_id = experiment_id
+    A run observer (:class:`spark_scoring.job.runner.Observer`), injected by the
+    entry point when tracking or drift is on; ``reporter`` prints drift warnings.
+    """
+
+    def __init__(self, cfg, reporter=None):
+        self.cfg = cfg
+        self.reporter = reporter
+        self.run = None  # the JobPlan, from start()
+        self.mlflow_run_id: str | None = None
+        self.experiment_id: str | None = None
         self.step = 0
         self.records: list[dict] = []  # one per tracked partition: partition_stats.json
         self._profiles: dict[str | None, dict] = {}  # partition text -> edges, counts, quantiles
         self._input_partitions: dict[str | None, Any] | None = None
         self._workdir = tempfile.mkdtemp(prefix="spark_scoring_tracking_")
 
-    # ------------------------------------------------------------------ start
-    @classmethod
-    def start(cls, run) -> "RunTracker | None":
-        """Create the MLflow run (when ``tracking.enabled``); ``None`` if there is nothing to track."""
-        cfg = run.cfg
-        mlflow_run_id = exp_id = None
-        if cfg.tracking.enabled:
+    # -------------------------------------------------------------- observer
+    def start(self, plan) -> str | None:
+        """Create the MLflow run (when ``tracking.enabled``); its id becomes the job's run id."""
+        self.run = plan
+        if self.cfg.tracking.enabled:
             try:
-                mlflow_run_id, exp_id = cls._create_run(run)
+                self.mlflow_run_id, self.experiment_id = self._create_run(plan)
             except Exception as exc:  # noqa: BLE001 - tracking must not kill a scoring job
                 log.warning("MLflow tracking disabled for this run: %s: %s", type(exc).__name__, exc)
-        if mlflow_run_id is None and not cfg.drift.enabled:
-            return None
-        return cls(run, mlflow_run_id, exp_id)
+        return self.mlflow_run_id
+
+    def planned(self, ctx, todo, skipped) -> None:
+        pass
+
+    def after_commit(self, ctx, unit) -> None:
+        pass
+
+    def after_audit(self, ctx, unit, result) -> None:
+        pass
+
+    def unit_done(self, ctx, unit, result) -> DriftError | None:
+        return self.partition(result, unit.value)
+
+    def finished(self, ctx, result, failed: bool) -> None:
+        self.finish(result, failed)
 
     @staticmethod
     def _create_run(run) -> tuple[str, str]:
@@ -125,19 +144,19 @@ class RunTracker:
             "spark_scoring.audit_table": run.audit_table,
         }
         versions: dict[str, list[str]] = {}
-        for p in run.plans:  # champion and challenger may be two versions of one model
+        for p in run.models:  # champion and challenger may be two versions of one model
             versions.setdefault(p.model.display_name, []).append(str(p.model.version))
         for name, numbers in versions.items():
             tags[f"spark_scoring.model.{name}"] = ",".join(dict.fromkeys(numbers))
         mrun = client.create_run(exp_id, tags=tags)
         run_id = mrun.info.run_id
-        # the job adopts this id (job._start_tracking): output rows, audit rows, MLflow run
+        # the job adopts this id (start() returns it): output rows, audit rows, MLflow run
         client.set_tag(run_id, "spark_scoring.run_id", run_id)
         client.set_tag(run_id, "mlflow.runName", f"score {run.output_ref.name.rsplit('/', 1)[-1]} {run_id[:8]}")
         params = {
-            "models": ",".join(p.model.uri for p in run.plans),
-            "model_source_uris": ",".join(p.model.source_uri for p in run.plans),
-            "output_columns": ",".join(p.output_column for p in run.plans),
+            "models": ",".join(p.model.uri for p in run.models),
+            "model_source_uris": ",".join(p.model.source_uri for p in run.models),
+            "output_columns": ",".join(p.output_column for p in run.models),
             "input_table": run.input_ref.name,
             "input_version": run.input_version,
             "output_table": run.output_ref.name,
@@ -183,7 +202,7 @@ class RunTracker:
         return self._drift_outcome(record)
 
     def _partition_record(self, result, value: Any, step: int) -> dict:
-        from .delta_io import partition_predicate
+        from ..delta.sql import partition_predicate
         from .drift import partition_stats, psi_from_counts
 
         cfg, spark, run = self.cfg, self.run.spark, self.run
@@ -248,7 +267,7 @@ class RunTracker:
 
         types = {f.name: f.dataType for f in schema.fields}
         scores: list[str] = []
-        for p in self.run.plans:
+        for p in self.run.models:
             t = types.get(p.output_column)
             if isinstance(t, NumericType):
                 scores.append(p.output_column)
@@ -256,7 +275,7 @@ class RunTracker:
                 scores += [f"{p.output_column}.{f.name}" for f in t.fields
                            if isinstance(f.dataType, NumericType) and p.output_column + "." + f.name not in types]
         features: list[str] = []
-        for p in self.run.plans:
+        for p in self.run.models:
             for c, target in zip(p.columns, p.spark_types):
                 t = types.get(c)
                 numeric = isinstance(t, NumericType) or (isinstance(t, StringType) and isinstance(target, NumericType))
@@ -288,16 +307,15 @@ class RunTracker:
     def _partitions(self) -> dict[str | None, Any]:
         """``{partition text: value}`` of the pinned input snapshot (one Spark job per run)."""
         if self._input_partitions is None:
-            from .delta_io import partition_counts
-            from .job import _partition_text
+            from ..delta.tables import partition_counts
 
             values = partition_counts(self.run.snapshot, self.cfg.input.partition_by)
-            self._input_partitions = {_partition_text(v): v for v in values}
+            self._input_partitions = {partition_text(v): v for v in values}
         return self._input_partitions
 
     def _profile(self, text: str, value: Any, columns: list[str]) -> dict | None:
         """The reference partition's bin edges and counts, read from the output table's latest version."""
-        from .delta_io import partition_predicate
+        from ..delta.sql import partition_predicate
         from .drift import PLOT_QUANTILES, column_quantiles, histograms
 
         cached = self._profiles.get(text)
@@ -341,7 +359,8 @@ class RunTracker:
                 f"{worst!r} = {record['psi'][worst]:.3f} > threshold {record['threshold']:g}"
                 + (f" (also above: {', '.join(also)})" if also else ""))
         if record["drift"] == "warn":
-            self.run.reporter.print(f"[yellow]drift warning[/yellow]: {text}")
+            if self.reporter is not None:  # data, not markup: a column named "[red]" prints as it is
+                self.reporter.print(Text.assemble(("drift warning", "yellow"), ": ", text))
             log.warning("%s", text)
             return None
         version = record["output_version"]
@@ -465,7 +484,7 @@ class RunTracker:
             "spark_scoring.last_scored_partitions": shown if len(shown) <= 4000 else shown[:3997] + "...",
             "spark_scoring.last_scored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        for p in self.run.plans:
+        for p in self.run.models:
             if not (p.model.name and p.model.version):
                 continue  # runs:/ and path models have no registry version to tag
             try:

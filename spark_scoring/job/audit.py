@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from .delta_io import TableRef, append_rows
+from ..delta.tables import TableRef
+from ..delta.writes import append_rows
 
 __all__ = ["AuditRecord", "AUDIT_SCHEMA", "write_audit", "read_audit", "scored_partitions", "last_input_version"]
 
