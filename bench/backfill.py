@@ -288,15 +288,19 @@ def run_stacks(spark, src: str, out: str, uri: str, features) -> None:
     scored.write.format("delta").mode("overwrite").save(out)
 
 
-def job_config(src: str, out: str, uri: str, *, tracked: bool, partitions=None) -> dict:
+def job_config(src: str, out: str, uri: str, *, tracked: bool, partitions=None,
+               partitions_per_commit: int | None = None) -> dict:
     """The backfill job: every partition (or ``partitions``), overwrite_partitions, bad_rows fail;
-    tracked = spark_scoring's defaults (tracking and drift on), else both off."""
+    tracked = spark_scoring's defaults (tracking and drift on), else both off;
+    ``partitions_per_commit`` None: the default grouping."""
     cfg = {
         "model": uri,
         "input": {"table": src, "partition_by": "ds"},
         "output": {"table": out, "mode": "overwrite_partitions"},
         "bad_rows": "fail",
     }
+    if partitions_per_commit is not None:
+        cfg["output"]["partitions_per_commit"] = partitions_per_commit
     if partitions is not None:
         cfg["input"]["partitions"] = list(partitions)
     if not tracked:
@@ -683,10 +687,12 @@ def profile_top(prof: cProfile.Profile, top: int = 40) -> dict[str, list[dict]]:
 
 
 def breakdown(spark, inputs: Inputs, uri: str, scratch: Path) -> dict:
-    """One tracked job over the first 3 partitions, under cProfile, with the round trips
+    """One tracked job over the first 3 partitions (one commit each), under cProfile, with the round trips
     recorded; then its Spark jobs from the UI, attributed to partitions by time window."""
     parts = list(inputs.partitions[:3])
-    cfg = job_config(inputs.clean, str(scratch / "breakdown" / "scores"), uri, tracked=True, partitions=parts)
+    # one commit per partition: the breakdown is of one partition's fixed costs
+    cfg = job_config(inputs.clean, str(scratch / "breakdown" / "scores"), uri, tracked=True, partitions=parts,
+                     partitions_per_commit=1)
     trips, prof = RoundTrips(), cProfile.Profile()
     spark.sparkContext.setJobDescription(None)  # jobs spark_scoring does not label show as such
     trips.install(spark)

@@ -1,6 +1,7 @@
 """The one shared test fixture set.
 
-- ``spark``: a session-scoped local SparkSession with Delta (reuses an active one).
+- ``spark``: a session-scoped local SparkSession with Delta (reuses an active one); new
+  tables get deletion vectors, as Databricks makes them.
 - ``registry``: a real MLflow sqlite tracking + model registry in a temp folder,
   with real scikit-learn and torch models registered (versions and aliases),
   built by the same code as the README demo (``spark_scoring.demo``).
@@ -39,7 +40,9 @@ def spark():
     session = get_spark(
         "spark_scoring_tests",
         master="local[2]",
-        conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"},
+        conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+              # tables the way Databricks makes them (DBR 14.1+): deletion vectors on for every new table
+              "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true"},
     )
     yield session
     session.stop()

@@ -72,3 +72,13 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert result["batch_size_used"] == result["batch_size_requested"] == 16
     assert 20 < result["params_m"] < 30  # ResNet-50 sized
     assert result["images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_pt2_bench_smoke_both_formats_run_and_agree(tmp_path):
+    out = tmp_path / "pt2"
+    _run(["bench/pt2.py", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")])
+    result = json.loads((out / "results.json").read_text())
+    assert set(result["seconds"]) == {f"{f}/{p}" for f in ("pickle", "pt2") for p in ("score", "direct")}
+    assert result["max_abs_diff"] <= 1e-6
+    assert result["ratio_score"] > 0 and result["ratio_direct"] > 0

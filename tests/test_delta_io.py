@@ -283,6 +283,21 @@ def test_merge_upserts_by_key_within_the_partition(spark, tmp_table):
     assert spark.conf.get("spark.databricks.delta.write.txnAppId", None) is None
 
 
+def test_merge_of_a_group_of_partitions_upserts_each_and_leaves_the_others(spark, tmp_table):
+    ref = TableRef.parse(tmp_table)
+    for ds in ("a", "b", "c"):
+        write(spark, [(1, ds, 1.0)], ref, ds, app="seed", version=1, mode="merge", keys=["k"])
+    data = [(1, "a", 5.0), (2, "b", 5.0)]
+    result = write_partition(
+        spark, spark.createDataFrame(data, SCHEMA), ref, mode="merge", keys=["k"], partition_column="ds",
+        partition_value=None, partition_values=["a", "b"], txn_app_id="job/group", txn_version=1,
+        user_metadata={"run": 1}, base_delay_s=0.05)
+    assert result.table_version == 3 and not result.skipped
+    # (1, c) has the same key but sits outside the group's partitions: untouched, not matched
+    assert rows(ref.read(spark)) == [(1, "a", 5.0), (1, "b", 1.0), (1, "c", 1.0), (2, "b", 5.0)]
+    assert "IN (a,b)" in ref.history(spark, limit=1)[0]["operationParameters"]["predicate"]
+
+
 def test_merge_needs_keys_and_known_columns(spark, tmp_table):
     with pytest.raises(ValueError, match="needs keys"):
         write(spark, [(1, "a", 1.0)], tmp_table, "a", mode="merge")

@@ -3,8 +3,10 @@
 Every test compares ``score_table_direct`` with the normal path on the same
 pinned snapshot (``score(spark.read...load(path)).select(...)``): same rows,
 same columns, same types, predictions within 1e-6 (``scored_at`` is the clock,
-so it is compared by type only). The fallback tests build the table features
-the direct scan must refuse (deletion vectors, column mapping) and check the
+so it is compared by type only). Tables are made the way Databricks makes them:
+deletion vectors after DELETE, UPDATE and MERGE, column mapping with renamed and
+dropped columns, V2 and multi-part checkpoints, timestamp partitions; each must
+take the direct scan and equal Spark's own read. The fallback tests check the
 reason as well as the result.
 """
 from __future__ import annotations
@@ -163,30 +165,80 @@ def test_null_features_follow_on_null(spark, registry, tmp_table):
         score_table_direct(spark, tmp_table, SKLEARN, lineage=False).collect()
 
 
-def test_deletion_vectors_fall_back(spark, registry, tmp_table, caplog):
-    spark.createDataFrame(_frame(120)).write.format("delta").partitionBy("region").save(tmp_table)
-    spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
-    assert direct_scan_supported(spark, tmp_table) == (True, "")  # the feature alone is fine
-    spark.sql(f"DELETE FROM delta.`{tmp_table}` WHERE customer_id % 3 = 0")
-    ok, reason = direct_scan_supported(spark, tmp_table)
-    assert not ok and "deletion vectors" in reason
-    with caplog.at_level(logging.WARNING, logger="spark_scoring.engine.direct_scan"):
-        direct = score_table_direct(spark, tmp_table, TORCH)
-    assert "deletion vectors" in caplog.text
+def test_deletion_vectors_after_delete_update_and_merge_take_the_direct_scan(spark, registry, tmp_table):
+    """Databricks' default tables: deletion vectors on, rows deleted, updated and merged away."""
+    spark.createDataFrame(_frame(300)).write.format("delta").partitionBy("region") \
+        .option("delta.enableDeletionVectors", "true").save(tmp_table)
+    spark.sql(f"DELETE FROM delta.`{tmp_table}` WHERE customer_id % 7 = 0")
+    spark.sql(f"UPDATE delta.`{tmp_table}` SET tenure_months = 0.5 WHERE customer_id % 11 = 0")
+    source = spark.createDataFrame(_frame(40, seed=9)).withColumn("customer_id", F.col("customer_id") * 5)
+    from delta.tables import DeltaTable
+
+    (DeltaTable.forPath(spark, tmp_table).alias("t").merge(source.alias("s"), "t.customer_id = s.customer_id")
+     .whenMatchedDelete(condition="s.customer_id % 2 = 0").whenMatchedUpdateAll().execute())
+    plan = plan_of(spark, tmp_table)
+    assert plan.direct, plan.reason
+    assert plan.deleted_rows > 0  # the files still hold rows the deletion vectors remove
+    assert direct_scan_supported(spark, tmp_table) == (True, "")
+    direct = score_table_direct(spark, tmp_table, TORCH)
     assert_same(direct, _normal(spark, tmp_table, TORCH))
-    assert direct.count() == 80  # the deleted rows stay deleted
+    assert direct.count() == spark.read.format("delta").load(tmp_table).count()
 
 
-def test_column_mapping_falls_back(spark, registry, tmp_table):
+def test_column_mapping_with_renamed_and_dropped_columns_takes_the_direct_scan(spark, registry, tmp_table):
     spark.createDataFrame(_frame(90)).write.format("delta").save(tmp_table)
     spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ('delta.columnMapping.mode' = 'name', "
               "'delta.minReaderVersion' = '2', 'delta.minWriterVersion' = '5')")
     spark.sql(f"ALTER TABLE delta.`{tmp_table}` RENAME COLUMN region TO area")
-    ok, reason = direct_scan_supported(spark, tmp_table)
-    assert not ok and "column mapping" in reason
-    direct = score_table_direct(spark, tmp_table, SKLEARN, keep_columns=["customer_id", "area"])
-    assert_same(direct, _normal(spark, tmp_table, SKLEARN, keep=["customer_id", "area"]))
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` RENAME COLUMN satisfaction TO happiness")
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` DROP COLUMN bucket")
+    spark.createDataFrame(_frame(30, seed=5).drop(columns=["bucket"]).rename(
+        columns={"region": "area", "satisfaction": "happiness"})).write.format("delta").mode("append").save(tmp_table)
+    features = [f if f != "satisfaction" else "happiness" for f in FEATURES]
+    plan = plan_of(spark, tmp_table)
+    assert plan.direct, plan.reason
+    assert plan.physical == {"area": "region", "happiness": "satisfaction"}
+    direct = score_table_direct(spark, tmp_table, SKLEARN, features=features, keep_columns=["customer_id", "area"])
+    normal = _normal(spark, tmp_table, SKLEARN, features=features, keep=["customer_id", "area"])
+    assert_same(direct, normal)
     assert {r.area for r in direct.collect()} == {"north", "south"}
+
+
+@pytest.mark.parametrize("policy", ["v2", "multipart"])
+def test_v2_and_multi_part_checkpoints_take_the_direct_scan(spark, registry, tmp_table, policy):
+    frame = _frame(120)
+    spark.createDataFrame(frame.iloc[:40]).write.format("delta").partitionBy("region").save(tmp_table)
+    props = "'delta.checkpointInterval' = '2'" + (", 'delta.checkpointPolicy' = 'v2'" if policy == "v2" else "")
+    spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ({props})")
+    key = "spark.databricks.delta.checkpoint.partSize"
+    if policy == "multipart":
+        spark.conf.set(key, "2")  # at most 2 actions per checkpoint part
+    try:
+        for start in (40, 80):
+            spark.createDataFrame(frame.iloc[start:start + 40]).write.format("delta").mode("append").save(tmp_table)
+    finally:
+        spark.conf.unset(key)
+    log = os.listdir(os.path.join(tmp_table, "_delta_log"))
+    checkpoints = [f for f in log if ".checkpoint." in f]
+    assert checkpoints, log
+    if policy == "multipart":
+        assert any(".checkpoint.0000000001." in f for f in checkpoints), checkpoints
+    plan = plan_of(spark, tmp_table)
+    assert plan.direct, plan.reason
+    assert_same(score_table_direct(spark, tmp_table, SKLEARN), _normal(spark, tmp_table, SKLEARN))
+
+
+def test_timestamp_partition_values_are_restored(spark, registry, tmp_table):
+    frame = _frame(60)
+    frame["hour"] = pd.to_datetime("2026-11-27 08:00:00") + pd.to_timedelta(np.arange(60) % 3, unit="h")
+    spark.createDataFrame(frame).write.format("delta").partitionBy("hour").save(tmp_table)
+    plan = plan_of(spark, tmp_table)
+    assert plan.direct, plan.reason
+    direct = score_table_direct(spark, tmp_table, SKLEARN, keep_columns=["customer_id", "hour"])
+    assert_same(direct, _normal(spark, tmp_table, SKLEARN, keep=["customer_id", "hour"]))
+    one = score_table_direct(spark, tmp_table, SKLEARN, keep_columns=["customer_id", "hour"],
+                             partition_filter={"hour": dt.datetime(2026, 11, 27, 9)})
+    assert one.count() == 20
 
 
 def test_pyarrow_bad_row_count_equals_sparks_count(spark, tmp_path):

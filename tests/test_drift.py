@@ -12,6 +12,8 @@ from spark_scoring.ops.drift import (
     bin_counts,
     column_quantiles,
     compare_scores,
+    group_counts,
+    group_stats,
     histograms,
     partition_stats,
     psi,
@@ -101,6 +103,37 @@ def test_partition_stats_summarises_scores_and_profiles_columns(frame):
     assert len(stats["quantiles"]["a"]) == len(PLOT_QUANTILES)
     assert len(stats["edges"]["b"]) == 3  # inner edges of 4 bins, for a later reference
     assert stats["counts"]["a"] == [100, 100, 100, 100]
+
+
+def test_group_stats_and_counts_equal_one_partition_at_a_time(frame, spark):
+    """Three partitions in two jobs give what partition_stats / histograms give each alone, and
+    each partition's histogram against any edge set equals numpy's."""
+    import pyspark.sql.functions as F
+
+    df, a, b = frame
+    parted = df.withColumn("ds", F.when(F.col("a") < -0.5, "d1").when(F.col("a") < 0.5, "d2").otherwise("d3"))
+    groups = {t: f"ds = '{t}'" for t in ("d1", "d2", "d3", "d4")}  # d4 has no rows
+    got = group_stats(parted, groups, ["a", "s.score"], ["a", "b"], bins=4)
+    for t in ("d1", "d2", "d3"):
+        alone = partition_stats(parted.where(groups[t]), ["a", "s.score"], ["a", "b"], bins=4)
+        for c, summary in alone["summary"].items():  # sums in another order: equal to the last bits
+            assert got[t]["summary"][c] == pytest.approx(summary, rel=1e-12), (t, c)
+        assert got[t]["edges"] == alone["edges"]
+        assert got[t]["quantiles"] == alone["quantiles"]
+    assert got["d4"] == {"summary": {}, "quantiles": {}, "edges": {}}
+
+    e1 = got["d1"]["edges"]
+    requests = {"own:d1": ("d1", e1), "psi:d2": ("d2", e1), "psi:d3": ("d3", {"b": [-1.0, 0.0, 1.0]}),
+                "none": ("d4", e1)}
+    counts = group_counts(parted, groups, requests, bins=4)
+    pdf = parted.toPandas()
+    for rid, (t, edges) in requests.items():
+        rows = pdf[pdf.ds == t]
+        for c, e in edges.items():
+            values = rows[c].to_numpy(dtype=float)
+            assert counts[rid][c] == list(bin_counts(values, e)), (rid, c)
+            assert counts[rid][c] == histograms(parted.where(groups[t]), {c: e})[c], (rid, c)
+    assert set(counts["psi:d3"]) == {"b"} and sum(counts["none"]["a"]) == 0
 
 
 def test_column_quantiles_and_compare_scores(frame):

@@ -9,6 +9,7 @@ ignored), so a stale build/ folder cannot leak into it. It is installed with
 from __future__ import annotations
 
 import ast
+import re
 import configparser
 import os
 import shutil
@@ -132,11 +133,17 @@ def test_wheel_requires_exactly_setup_pys_pins(wheel):
     metadata = _dist_info_file(wheel, "METADATA")
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     install = [r for r in requires if Requirement(r).marker is None]
-    extras = [r.split(";")[0] for r in requires if Requirement(r).marker is not None]
+    by_extra: dict[str, list[str]] = {}
+    for r in requires:
+        marker = Requirement(r).marker
+        if marker is not None:
+            extra = re.search(r'extra == "([^"]+)"', str(marker)).group(1)
+            by_extra.setdefault(extra, []).append(r.split(";")[0])
     assert len(install) == len(names["INSTALL_REQUIRES"])
     assert _requirements(install) == _requirements(names["INSTALL_REQUIRES"])
-    assert _requirements(extras) == _requirements(names["TEST_REQUIRES"])
-    assert all('extra == "test"' in r for r in requires if Requirement(r).marker is not None)
+    assert set(by_extra) == {"test", "bench"}
+    assert _requirements(by_extra["test"]) == _requirements(names["TEST_REQUIRES"] + names["BENCH_REQUIRES"])
+    assert _requirements(by_extra["bench"]) == _requirements(names["BENCH_REQUIRES"])
 
 
 def test_wheel_declares_the_console_script(wheel):

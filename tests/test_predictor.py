@@ -334,6 +334,18 @@ def test_to_arrow_refuses_two_columns_for_a_scalar():
         to_arrow(pd.DataFrame(probs, columns=["p0", "p1"]), spec, 2)
 
 
+def test_to_arrow_unwraps_one_element_rows_and_refuses_longer_ones():
+    """A list of one-element arrays per row (what MLflow's preserve-output-type test returns) is one
+    value per row; a row of two values for a scalar result is refused, never cut to its first."""
+    for dtype, value, arrow_type in ((np.int32, 1, pa.int32()), (np.float32, 1.0, pa.float32()),
+                                     (np.bool_, True, pa.bool_()), (np.str_, "string", pa.string())):
+        out = to_arrow([np.array([dtype(value)], dtype=dtype)] * 3, OutputSpec("scalar", arrow_type), 3)
+        assert out.type == arrow_type and out.to_pylist() == [value] * 3
+    assert to_arrow([[0.5], None], OutputSpec("scalar", pa.float64()), 2).to_pylist() == [0.5, None]
+    with pytest.raises(ResultTypeError, match=r"2 values per row.*never silently picks"):
+        to_arrow([np.array([0.9, 0.1])] * 2, OutputSpec("scalar", pa.float64()), 2)
+
+
 def test_scalar_spec_on_predict_proba_model_is_refused(scoring_models):
     """A real classifier's predict_proba through a scalar spec: an error, not P(class 0)."""
     m = scoring_models["fraud"]

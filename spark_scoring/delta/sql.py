@@ -75,19 +75,24 @@ def sql_literal(value: Any) -> str:
     )
 
 
-def partition_predicate(column: str, value: Any) -> str:
-    """```ds` = '2026-11-27'``, or ```ds` IS NULL`` for None."""
+def _column(column: str, alias: str | None) -> str:
+    return quote_identifier(column) if alias is None else f"{alias}.{quote_identifier(column)}"
+
+
+def partition_predicate(column: str, value: Any, alias: str | None = None) -> str:
+    """```ds` = '2026-11-27'``, or ```ds` IS NULL`` for None; ``alias`` qualifies the
+    column (``t.`ds` = ...``, for a MERGE condition)."""
     if value is None:
-        return f"{quote_identifier(column)} IS NULL"
-    return f"{quote_identifier(column)} = {sql_literal(value)}"
+        return f"{_column(column, alias)} IS NULL"
+    return f"{_column(column, alias)} = {sql_literal(value)}"
 
 
-def partitions_predicate(column: str, values) -> str:
+def partitions_predicate(column: str, values, alias: str | None = None) -> str:
     """One value: :func:`partition_predicate`; several: ```ds` IN (...)`` (``OR `ds` IS NULL`` for None)."""
     values = list(values)
     if len(values) == 1:
-        return partition_predicate(column, values[0])
-    q = quote_identifier(column)
+        return partition_predicate(column, values[0], alias)
+    q = _column(column, alias)
     given = [v for v in values if v is not None]
     terms = [f"{q} IN ({', '.join(sql_literal(v) for v in given)})"] if given else []
     if len(given) < len(values):

@@ -93,14 +93,24 @@ def write_partition(
     else:
         predicate = partition_predicate(partition_column, partition_value)
     source = _rows_in_partition(df, partition_column, predicate) if predicate else df
+    if partition_column is None:
+        target_predicate = None
+    elif partition_values is not None:
+        target_predicate = partitions_predicate(partition_column, partition_values, alias="t")
+    else:
+        target_predicate = partition_predicate(partition_column, partition_value, alias="t")
     txn = {"txnAppId": txn_app_id, "txnVersion": str(txn_version),
            "userMetadata": json.dumps(dict(user_metadata), sort_keys=True, default=str)}
 
     def attempt() -> CommitResult:
         before = _version_checked(spark, ref, partitions)
         if mode == "merge" and before is not None:
-            condition = " AND ".join(f"t.{q} <=> s.{q}" for q in map(quote_identifier, keys or ()))
-            _merge(spark, source, ref, condition + (f" AND t.{predicate}" if predicate else ""), txn)
+            # a group's MERGE matches keys within each row's own partition (one partition's
+            # literal already pins that; an IN list does not)
+            on = [*(keys or ()), *([partition_column] if partition_values is not None and partition_column
+                                   and partition_column not in (keys or ()) else [])]
+            condition = " AND ".join(f"t.{q} <=> s.{q}" for q in map(quote_identifier, on))
+            _merge(spark, source, ref, condition + (f" AND {target_predicate}" if target_predicate else ""), txn)
         elif mode == "overwrite_partitions":
             _save(source, ref, "overwrite", [] if before is not None else partitions,
                   {**txn, "replaceWhere": predicate} if predicate else txn)

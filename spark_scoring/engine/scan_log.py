@@ -14,6 +14,7 @@ not support, or a log it cannot read.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -105,6 +106,8 @@ def _text(value) -> str | None:
     if value is None:
         return None
     if hasattr(value, "isoformat"):
+        if getattr(value, "tzinfo", None) is not None:  # delta-rs gives timestamps as aware UTC datetimes
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
     return str(value)
 

@@ -165,7 +165,7 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
         return ScanPlan(path, fmt, version, False, reason), normal_read(spark, path, fmt, version)
     df = normal_read(spark, path, fmt, version)
     try:
-        spark_files = sorted(_local(f) for f in df.inputFiles())
+        spark_files = sorted(_spark_file(f) for f in df.inputFiles())
         part_cols = snapshot.partition_columns if snapshot else _parquet_partition_columns(spark_files, path)
         plan = _plan_files(spark, path, fmt, version, df, spark_files, part_cols, snapshot, partition_filter,
                            columns)
@@ -174,6 +174,15 @@ def _plan_scan(spark, path: str, version: int | None = None, *, partition_filter
         return ScanPlan(path, fmt, version, False, str(exc)), df
     except OSError as exc:  # e.g. no credentials for pyarrow on the driver
         return ScanPlan(path, fmt, version, False, f"pyarrow could not list the files ({exc})"), df
+
+
+def _spark_file(name: str) -> str:
+    """A path from ``DataFrame.inputFiles()``: a Hadoop ``Path`` string, ``file:/t/ds=a b%3A1/x``
+    for a local file, written as stored (not percent-encoded: Hive's ``%3A`` escapes are part
+    of the directory name), so it is not URL-decoded."""
+    if name.startswith("file:"):
+        return os.path.normpath("/" + name[len("file:"):].lstrip("/"))
+    return name
 
 
 def _parquet_partition_columns(files: list[str], path: str) -> tuple[str, ...]:

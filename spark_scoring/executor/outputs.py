@@ -111,10 +111,30 @@ def _column(values: Any, arrow_type: pa.DataType, rows: int) -> pa.Array:
                 "spark_scoring never silently picks the first column."
             )
         return _numpy_column(values, arrow_type)
-    if _is_list(arrow_type) and len(values) and not isinstance(
-            next((v for v in values if v is not None), None), (list, tuple, np.ndarray)):
+    first = next((v for v in values if v is not None), None) if len(values) else None
+    if _is_list(arrow_type) and len(values) and not isinstance(first, (list, tuple, np.ndarray)):
         values = [None if v is None else [v] for v in values]  # one value per row, as an array
+    elif not _is_list(arrow_type) and not pa.types.is_struct(arrow_type) and isinstance(
+            first, (list, tuple, np.ndarray)):
+        values = _single_values(values, arrow_type)  # [array([1]), array([1])]: one value per row
     return _objects(list(values), arrow_type)
+
+
+def _single_values(values, arrow_type: pa.DataType) -> list:
+    """Rows that are one-element arrays, unwrapped; rows of several values refuse (never pick one)."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (list, tuple, np.ndarray)) and len(v) == 1:
+            out.append(v[0])
+        else:
+            raise ResultTypeError(
+                f"the model returned {len(v)} values per row, but the result type is a single value "
+                f"({arrow_type}). Fix: set result_type='array<double>'; spark_scoring never silently "
+                "picks the first one."
+            )
+    return out
 
 
 def _nested(values: np.ndarray, arrow_type: pa.DataType, rows: int) -> pa.Array:

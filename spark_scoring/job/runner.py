@@ -7,9 +7,11 @@ Runs on: the driver.
 alerting, a test's fault injection) see the run; the job layer does not know
 them: the entry point (:mod:`spark_scoring.run`) injects them.
 
-Per unit: :func:`~.stages.score_unit`, then the audit row (an audit failure
-never masks the unit's own error), then the observers; the loop stops at the
-first failure. Partitions committed before it stay committed; the raised
+Per group of units (``output.partitions_per_commit``, one commit):
+:func:`~.stages.score_group`, then the group's audit rows in one append (an
+audit failure never masks a unit's own error), then the observers (each
+unit's ``after_audit``, the group's ``group_done``, each unit's
+``unit_done``); the loop stops after the first group with a failure. Partitions committed before it stay committed; the raised
 :class:`ScoringError` says which, with ``exit_code`` 1 (some committed) or 2
 (none).
 """
@@ -44,6 +46,10 @@ class Observer:
 
     def after_audit(self, ctx: RunContext, unit: Unit, result: PartitionResult) -> None:
         """A unit's audit row is written."""
+
+    def group_done(self, ctx: RunContext, done: Sequence[tuple[Unit, PartitionResult]]) -> None:
+        """A group of units (one commit) is committed and audited, before each unit's ``unit_done``:
+        the place for work that is cheaper once per group (one aggregation, one MLflow batch)."""
 
     def unit_done(self, ctx: RunContext, unit: Unit, result: PartitionResult) -> ScoringError | None:
         """A unit is finished; returning an error stops the run after it (e.g. drift: fail)."""
@@ -154,6 +160,9 @@ def run(plan: JobPlan, source, observers: Sequence[Observer] = ()) -> JobResult:
         for unit, res in done:
             for o in observers:
                 o.after_audit(ctx, unit, res)
+        for o in observers:
+            o.group_done(ctx, done)
+        for unit, res in done:
             for o in observers:
                 stop = o.unit_done(ctx, unit, res)  # drift with on_drift: fail
                 failure = failure or stop

@@ -441,18 +441,22 @@ def score_group(ctx: RunContext, units, source_df, observers=()) -> list[tuple[U
             stop = gate(ctx.plan, unit, *counts[unit.text])
             if stop is not None:
                 return out + (_commit(ctx, todo[:i], counts, source_df, observers) if i else []) + [(unit, stop)]
-        return out + _commit(ctx, todo, counts, source_df, observers)
+        return out + _commit(ctx, todo, counts, source_df, observers, work)
 
 
-def _commit(ctx: RunContext, units, counts: dict, source_df, observers) -> list[tuple[Unit, Any]]:
-    """Quarantine, score and commit ``units`` once; their results (or the commit's error, for each)."""
+def _commit(ctx: RunContext, units, counts: dict, source_df, observers,
+            counted: _Work | None = None) -> list[tuple[Unit, Any]]:
+    """Quarantine, score and commit ``units`` once; their results (or the commit's error, for each).
+
+    ``counted``: the work that counted exactly these units; its direct-scan plan (one
+    Delta log replay) serves the scoring too."""
     import pyspark.sql.functions as F
 
     plan, cfg = ctx.plan, ctx.plan.cfg
     started = time.monotonic()
     work = None
     try:
-        work = _Work(ctx, units, source_df)
+        work = counted if counted is not None and counted.units == list(units) else _Work(ctx, units, source_df)
         app_id, txn_version = txn(ctx, units)
         rows_in = sum(counts[u.text][0] for u in units)
         bad = sum(counts[u.text][1] for u in units)

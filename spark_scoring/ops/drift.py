@@ -36,6 +36,8 @@ __all__ = [
     "column_quantiles",
     "histograms",
     "partition_stats",
+    "group_stats",
+    "group_counts",
     "compare_scores",
 ]
 
@@ -146,6 +148,113 @@ def partition_stats(
     reference_edges = dict(reference_edges or {})
     wanted = list(dict.fromkeys([*summary_columns, *profile_columns]))
     frame, values, index = _prepare(df, wanted, reference_edges)
+    aggs = _stat_aggs(values, summary_columns, profile_columns, bins)
+    hist_names = list(reference_edges)
+    for i, c in enumerate(hist_names):
+        aggs += [F.count_if(index[c] == b).alias(f"h{i}_{b}") for b in range(len(reference_edges[c]) + 1)]
+    if not aggs:
+        return {"summary": {}, "quantiles": {}, "edges": {}, "counts": {}}
+    row = frame.agg(*aggs).head()
+    stats = _stat_values(row, summary_columns, profile_columns)
+    stats["counts"] = {c: [int(row[f"h{i}_{b}"]) for b in range(len(reference_edges[c]) + 1)]
+                       for i, c in enumerate(hist_names)}
+    return stats
+
+
+def group_stats(
+    df,
+    groups: Mapping[str, str],
+    summary_columns: Sequence[str],
+    profile_columns: Sequence[str],
+    bins: int,
+) -> dict[str, dict[str, Any]]:
+    """:func:`partition_stats` (without ``counts``) of several partitions in one Spark job.
+
+    ``groups`` maps a key to the SQL predicate of its rows (one partition each,
+    disjoint); returns ``{key: {summary, quantiles, edges}}`` for every key, with
+    empty entries for a key without rows.
+    """
+    wanted = list(dict.fromkeys([*summary_columns, *profile_columns]))
+    aggs = []
+    if groups and wanted:
+        frame, values = _tagged(df, groups, wanted)
+        aggs = _stat_aggs(values, summary_columns, profile_columns, bins)
+    found = {}
+    if aggs:
+        for row in frame.groupBy("_group").agg(*aggs).collect():
+            found[row["_group"]] = _stat_values(row, summary_columns, profile_columns)
+    empty = {"summary": {}, "quantiles": {}, "edges": {}}
+    return {key: found.get(key, empty) for key in groups}
+
+
+def group_counts(
+    df,
+    groups: Mapping[str, str],
+    requests: Mapping[str, tuple[str, Mapping[str, Sequence[float]]]],
+    bins: int,
+) -> dict[str, dict[str, list[int]]]:
+    """Histograms of several partitions against several edge sets, in one Spark job.
+
+    ``groups``: ``{key: SQL predicate}`` as for :func:`group_stats`; ``requests``:
+    ``{request id: (group key, {column: inner edges})}`` (at most ``bins - 1`` edges
+    each). Returns ``{request id: {column: rows per bin}}``. The edges travel as
+    data (a broadcast join on the group key), so the plan has one bin expression
+    per column however many partitions and edge sets there are.
+    """
+    import pyspark.sql.functions as F
+    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+
+    columns = list(dict.fromkeys(c for _key, edges in requests.values() for c in edges))
+    if not requests or not columns:
+        return {rid: {} for rid in requests}
+    frame, values = _tagged(df, groups, columns)
+    schema = StructType([StructField("_group", StringType()), StructField("_request", StringType()),
+                         *[StructField(f"e{i}", ArrayType(DoubleType())) for i in range(len(columns))]])
+    table = [(key, rid, *[None if c not in edges else [float(x) for x in edges[c]] for c in columns])
+             for rid, (key, edges) in requests.items()]
+    edges_df = df.sparkSession.createDataFrame(table, schema)
+    joined = frame.join(F.broadcast(edges_df), "_group")
+    aggs = []
+    for i, c in enumerate(columns):
+        index = _bin_index(values[c], F.col(f"e{i}"), bins)
+        aggs += [F.count_if(index == b).alias(f"h{i}_{b}") for b in range(bins)]
+    rows = {row["_request"]: row for row in joined.groupBy("_request").agg(*aggs).collect()}
+    out: dict[str, dict[str, list[int]]] = {}
+    for rid, (_key, edges) in requests.items():
+        row = rows.get(rid)
+        out[rid] = {c: [0 if row is None else int(row[f"h{i}_{b}"]) for b in range(len(edges[c]) + 1)]
+                    for i, c in enumerate(columns) if c in edges}
+    return out
+
+
+def _bin_index(value, edges, bins: int):
+    """Bin ``#{edges <= x}`` of ``value`` for an array column of sorted inner edges (null: no bin)."""
+    import pyspark.sql.functions as F
+
+    expr = F.when(value.isNull() | edges.isNull(), F.lit(None).cast("int"))
+    for k in range(bins - 1):
+        expr = expr.when(value < F.try_element_at(edges, F.lit(k + 1)), F.lit(k))
+    return expr.otherwise(F.size(edges))
+
+
+def _tagged(df, groups: Mapping[str, str], columns: Sequence[str]):
+    """``df``'s rows of the groups, tagged with their key (``_group``), narrowed to ``columns``' values."""
+    import pyspark.sql.functions as F
+
+    col = _resolver(df)
+    tag = None
+    for key, predicate in groups.items():
+        tag = (F if tag is None else tag).when(F.expr(predicate), F.lit(key))
+    values = {c: f"v{i}" for i, c in enumerate(columns)}
+    frame = df.select(tag.alias("_group"), *[col(c).alias(n) for c, n in values.items()])
+    frame = frame.where(F.col("_group").isNotNull())
+    return frame, {c: F.col(n) for c, n in values.items()}
+
+
+def _stat_aggs(values, summary_columns: Sequence[str], profile_columns: Sequence[str], bins: int) -> list:
+    """The aggregations of a partition's summary (scores) and bin edges (scores and features)."""
+    import pyspark.sql.functions as F
+
     bin_levels = [k / bins for k in range(1, bins)]
     aggs = []
     for i, c in enumerate(summary_columns):
@@ -157,12 +266,11 @@ def partition_stats(
         ]
     for i, c in enumerate(profile_columns):
         aggs.append(F.percentile_approx(values[c], bin_levels, _ACCURACY).alias(f"e{i}"))
-    hist_names = list(reference_edges)
-    for i, c in enumerate(hist_names):
-        aggs += [F.count_if(index[c] == b).alias(f"h{i}_{b}") for b in range(len(reference_edges[c]) + 1)]
-    if not aggs:
-        return {"summary": {}, "quantiles": {}, "edges": {}, "counts": {}}
-    row = frame.agg(*aggs).head()
+    return aggs
+
+
+def _stat_values(row, summary_columns: Sequence[str], profile_columns: Sequence[str]) -> dict[str, Any]:
+    """``{summary, quantiles, edges}`` from one row of :func:`_stat_aggs`."""
     summary, quantiles = {}, {}
     for i, c in enumerate(summary_columns):
         q = row[f"s{i}_q"]
@@ -178,9 +286,7 @@ def partition_stats(
         e = row[f"e{i}"]
         if e is not None:
             edges[c] = sorted(set(float(x) for x in e))
-    counts = {c: [int(row[f"h{i}_{b}"]) for b in range(len(reference_edges[c]) + 1)]
-              for i, c in enumerate(hist_names)}
-    return {"summary": summary, "quantiles": quantiles, "edges": edges, "counts": counts}
+    return {"summary": summary, "quantiles": quantiles, "edges": edges}
 
 
 def _prepare(df, columns: Sequence[str], edges: Mapping[str, Sequence[float]]):

@@ -19,10 +19,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..job.runner import Observer
+
 __all__ = ["Reporter", "summary_table"]
 
 
-class Reporter:
+class Reporter(Observer):
     """Prints to ``stream`` (stderr by default); ``quiet=True`` prints nothing.
 
     A run observer (:class:`spark_scoring.job.runner.Observer`): the plan when the

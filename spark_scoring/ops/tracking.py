@@ -1,7 +1,10 @@
 """Every job run recorded as an MLflow run, with score summaries and drift.
 
-Runs on: the driver. The statistics come from one Spark aggregation per
-partition (see :mod:`spark_scoring.drift`); no rows are collected.
+Runs on: the driver. The statistics come from two Spark aggregations per
+committed group of partitions (see :mod:`.profiles` and :mod:`.drift`); no
+rows are collected. The job calls :meth:`RunTracker.group_done` once per
+commit (one MLflow ``log_batch`` and one ``log_artifacts`` for the group) and
+:meth:`RunTracker.unit_done` per partition (its drift verdict).
 
 A job run becomes one MLflow run in ``tracking.experiment``, and its id *is*
 the job's run id (the ``scoring_run_id`` column and the audit table's
@@ -21,12 +24,11 @@ the job's run id (the ``scoring_run_id`` column and the audit table's
   ``partition_stats.json``, ``partitions.json`` and ``drift/drift_report.{json,png,html}``.
 
 The summary of a partition is computed from the committed output partition
-(the output table read at the version of that partition's commit), in one
-Spark job. Drift compares it with a reference partition of the output table:
+(the output table read at the version of its group's commit). Drift compares it with a reference partition of the output table:
 ``drift.reference: previous`` (the input partition before it, in the job's
 partition order) or a given partition value. A PSI above ``drift.threshold``
 is printed as a warning, or, with ``drift.on_drift: fail``, returned by
-:meth:`RunTracker.partition` as a :class:`~spark_scoring.errors.DriftError`
+:meth:`RunTracker.unit_done` as a :class:`~spark_scoring.errors.DriftError`
 that the job raises after the partition is committed and audited.
 
 Each model version scored also gets registry tags
@@ -46,13 +48,11 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Any
 
 from rich.text import Text
 
 from ..errors import DriftError
-from ..job.results import partition_text
-from ..session import set_job_description
+from ..job.runner import Observer
 
 __all__ = ["RunTracker"]
 
@@ -82,7 +82,7 @@ def _artifact_location(experiment: str) -> str | None:
     return root.as_uri()
 
 
-class RunTracker:
+class RunTracker(Observer):
     """Driver: one MLflow run per job run, plus per-partition statistics and drift.
 
     A run observer (:class:`spark_scoring.job.runner.Observer`), injected by the
@@ -97,8 +97,8 @@ class RunTracker:
         self.experiment_id: str | None = None
         self.step = 0
         self.records: list[dict] = []  # one per tracked partition: partition_stats.json
-        self._profiles: dict[str | None, dict] = {}  # partition text -> edges, counts, quantiles
-        self._input_partitions: dict[str | None, Any] | None = None
+        self._pending: dict[str | None, dict] = {}  # this group's records, until each unit_done
+        self._profiler = None  # .profiles.Profiles, made on the first group
         self._workdir = tempfile.mkdtemp(prefix="spark_scoring_tracking_")
 
     # -------------------------------------------------------------- observer
@@ -112,20 +112,39 @@ class RunTracker:
                 log.warning("MLflow tracking disabled for this run: %s: %s", type(exc).__name__, exc)
         return self.mlflow_run_id
 
-    def planned(self, ctx, todo, skipped) -> None:
-        pass
-
-    def after_commit(self, ctx, unit) -> None:
-        pass
-
-    def after_audit(self, ctx, unit, result) -> None:
-        pass
+    def group_done(self, ctx, done) -> None:
+        """A committed group: its records (two Spark jobs), then one MLflow batch and one upload."""
+        first = self.step
+        self.step += len(done)
+        records: dict = {}
+        try:
+            records = self._profiles().records(done, first)
+        except Exception as exc:  # noqa: BLE001 - statistics must not kill a scoring job
+            shown = [res.partition for _u, res in done]
+            log.warning("score summary / drift of partition(s) %s failed: %s: %s", shown, type(exc).__name__, exc)
+        self._pending.update(records)
+        if self.mlflow_run_id:
+            try:
+                self._log_group([(res, records.get(unit.text), first + i) for i, (unit, res) in enumerate(done)])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("MLflow tracking of partition(s) %s failed: %s", [r.partition for _u, r in done], exc)
 
     def unit_done(self, ctx, unit, result) -> DriftError | None:
-        return self.partition(result, unit.value)
+        """The unit's drift verdict: a warning printed, or the DriftError to stop with (``on_drift: fail``)."""
+        record = self._pending.pop(unit.text, None)
+        if record is not None:
+            self.records.append(record)
+        return self._drift_outcome(record)
 
     def finished(self, ctx, result, failed: bool) -> None:
         self.finish(result, failed)
+
+    def _profiles(self):
+        if self._profiler is None:
+            from .profiles import Profiles
+
+            self._profiler = Profiles(self.cfg, self.run)
+        return self._profiler
 
     @staticmethod
     def _create_run(run) -> tuple[str, str]:
@@ -177,174 +196,6 @@ class RunTracker:
         return run_id, exp_id
 
     # -------------------------------------------------------------- partition
-    def partition(self, result, value: Any = None) -> DriftError | None:
-        """After a partition's commit and audit row: metrics, summary, plot, drift.
-
-        Returns the :class:`DriftError` to raise when drift crossed the threshold
-        under ``on_drift: fail``; ``None`` otherwise (warnings are printed).
-        """
-        step = self.step
-        self.step += 1
-        record = None
-        if result.status in ("scored", "recovered"):
-            try:
-                record = self._partition_record(result, value, step)
-            except Exception as exc:  # noqa: BLE001 - statistics must not kill a scoring job
-                log.warning("score summary / drift of partition %s failed: %s: %s",
-                            result.partition, type(exc).__name__, exc)
-        if record is not None:
-            self.records.append(record)
-        if self.mlflow_run_id:
-            try:
-                self._log_partition(result, record, step)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("MLflow tracking of partition %s failed: %s", result.partition, exc)
-        return self._drift_outcome(record)
-
-    def _partition_record(self, result, value: Any, step: int) -> dict:
-        from ..delta.sql import partition_predicate
-        from .drift import partition_stats, psi_from_counts
-
-        cfg, spark, run = self.cfg, self.run.spark, self.run
-        column = cfg.input.partition_by
-        out = run.output_ref.read(spark, result.output_version)
-        scores, features = self._columns(out.schema)
-        part = out if column is None else out.where(partition_predicate(column, value))
-        reference, ref_profile, note = None, None, ""
-        if cfg.drift.enabled:
-            reference, ref_profile, note = self._reference(result.partition, scores + features)
-        ref_edges = {c: ref_profile["edges"][c] for c in (ref_profile or {}).get("edges", {})}
-        set_job_description(
-            spark, f"spark_scoring {run.output_ref.name}: {column}={result.partition} (summary+drift)")
-        profiled = scores + features if cfg.drift.enabled else []  # edges for later partitions' PSI
-        stats = partition_stats(part, scores, profiled, cfg.drift.bins, ref_edges)
-        self._profiles[result.partition] = {"edges": stats["edges"], "quantiles": stats["quantiles"]}
-        psi = {}
-        too_few = False
-        for c, counts in stats["counts"].items():
-            ref_counts = ref_profile["counts"].get(c)
-            if not (ref_counts and sum(ref_counts) and sum(counts)):
-                continue
-            if min(sum(ref_counts), sum(counts)) < cfg.drift.min_rows:
-                too_few = True
-                continue
-            psi[c] = psi_from_counts(ref_counts, counts)
-        if ref_profile is not None and not psi:
-            note = note or (
-                f"fewer than drift.min_rows={cfg.drift.min_rows} rows on a side; PSI not computed"
-                if too_few else "no rows to compare"
-            )
-        flagged = sorted((c for c, v in psi.items() if v > cfg.drift.threshold), key=lambda c: -psi[c])
-        status = "not_checked" if not cfg.drift.enabled else ("no_reference" if not psi else "ok")
-        if flagged:
-            status = "fail" if cfg.drift.on_drift == "fail" else "warn"
-        return {
-            "step": step,
-            "partition": result.partition,
-            "partition_column": column,
-            "status": result.status,
-            "output_version": result.output_version,
-            "rows_in": result.rows_in,
-            "rows_scored": result.rows_scored,
-            "rows_quarantined": result.rows_quarantined,
-            "seconds": result.seconds,
-            "score_columns": scores,
-            "feature_columns": features,
-            "summary": stats["summary"],
-            "quantiles": stats["quantiles"],
-            "reference": reference,
-            "reference_quantiles": (ref_profile or {}).get("quantiles", {}),
-            "psi": psi,
-            "threshold": cfg.drift.threshold,
-            "flagged": flagged,
-            "drift": status,
-            "note": note,
-        }
-
-    def _columns(self, schema) -> tuple[list[str], list[str]]:
-        """(numeric score columns, numeric feature columns) present in the output."""
-        from pyspark.sql.types import NumericType, StringType, StructType
-
-        types = {f.name: f.dataType for f in schema.fields}
-        scores: list[str] = []
-        for p in self.run.models:
-            t = types.get(p.output_column)
-            if isinstance(t, NumericType):
-                scores.append(p.output_column)
-            elif isinstance(t, StructType):
-                scores += [f"{p.output_column}.{f.name}" for f in t.fields
-                           if isinstance(f.dataType, NumericType) and p.output_column + "." + f.name not in types]
-        features: list[str] = []
-        for p in self.run.models:
-            for c, target in zip(p.columns, p.spark_types):
-                t = types.get(c)
-                numeric = isinstance(t, NumericType) or (isinstance(t, StringType) and isinstance(target, NumericType))
-                if numeric and c not in features and c not in scores:
-                    features.append(c)
-        return scores, features
-
-    def _reference(self, current: str | None, columns: list[str]) -> tuple[str | None, dict | None, str]:
-        """(reference partition, its profile {edges, counts, quantiles}, a note when there is none)."""
-        cfg = self.cfg
-        column = cfg.input.partition_by
-        if column is None:
-            return None, None, "the input is not partitioned: nothing to compare with"
-        values = self._partitions()
-        if cfg.drift.reference == "previous":
-            earlier = sorted(t for t in values if t is not None and current is not None and t < current)
-            if not earlier:
-                return None, None, f"no input partition before {column}={current!r}"
-            ref = earlier[-1]
-        else:
-            ref = cfg.drift.reference
-            if ref == current:
-                return ref, None, "this partition is the reference"
-        profile = self._profile(ref, values.get(ref, ref), columns)
-        if profile is None:
-            return ref, None, f"reference {column}={ref!r} has no scored rows in {self.run.output_ref.name}"
-        return ref, profile, ""
-
-    def _partitions(self) -> dict[str | None, Any]:
-        """``{partition text: value}`` of the pinned input snapshot (one Spark job per run)."""
-        if self._input_partitions is None:
-            from ..delta.tables import partition_counts
-
-            values = partition_counts(self.run.snapshot, self.cfg.input.partition_by)
-            self._input_partitions = {partition_text(v): v for v in values}
-        return self._input_partitions
-
-    def _profile(self, text: str, value: Any, columns: list[str]) -> dict | None:
-        """The reference partition's bin edges and counts, read from the output table's latest version."""
-        from ..delta.sql import partition_predicate
-        from .drift import PLOT_QUANTILES, column_quantiles, histograms
-
-        cached = self._profiles.get(text)
-        if cached is not None and "counts" in cached:
-            return cached
-        spark, column = self.run.spark, self.cfg.input.partition_by
-        out = self.run.output_ref.read(spark)
-        present = [c for c in columns if c in out.columns or c.split(".", 1)[0] in out.columns]
-        ref = out.where(partition_predicate(column, value))
-        set_job_description(spark, f"spark_scoring {self.run.output_ref.name}: reference {column}={text}")
-        if cached is None:
-            bins = self.cfg.drift.bins
-            levels = sorted(set(PLOT_QUANTILES) | {k / bins for k in range(1, bins)})
-            found = column_quantiles(ref, present, levels)
-            if all(q is None for q in found.values()):
-                return None
-            wanted = [levels.index(k / bins) for k in range(1, bins)]
-            cached = {
-                "edges": {c: sorted(set(q[i] for i in wanted)) for c, q in found.items() if q is not None},
-                "quantiles": {c: [q[levels.index(x)] for x in PLOT_QUANTILES] for c, q in found.items()
-                              if q is not None},
-            }
-        edges = {c: e for c, e in cached["edges"].items() if c in present}
-        cached = {**cached, "edges": edges, "counts": histograms(ref, edges)}
-        if not any(sum(v) for v in cached["counts"].values()):
-            return None
-        self._profiles[text] = cached
-        return cached
-
     def _drift_outcome(self, record: dict | None) -> DriftError | None:
         if not record or not record["flagged"]:
             return None
@@ -370,44 +221,51 @@ class RunTracker:
             "higher drift.threshold."
         )
 
-    def _log_partition(self, result, record: dict | None, step: int) -> None:
+    def _log_group(self, entries) -> None:
+        """One group's metrics in one ``log_batch`` (900 at a time), its plots in one upload."""
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
         now = int(time.time() * 1000)
-        rate = result.rows_scored / result.seconds if result.seconds > 0 else 0.0
-        values = {
-            "rows_in": result.rows_in,
-            "rows_scored": result.rows_scored,
-            "rows_quarantined": result.rows_quarantined,
-            "seconds": result.seconds,
-            "rows_per_second": rate,
-        }
-        if record is not None:
-            for col, summary in record["summary"].items():
-                for key in ("mean", "std", "p01", "p25", "p50", "p75", "p99"):
-                    if summary.get(key) is not None:
-                        values[_metric_key("score", col, key)] = summary[key]
-            for col, v in record["psi"].items():
-                values[_metric_key("psi", col)] = v
-            if record["psi"]:
-                values["drift/max_psi"] = max(record["psi"].values())
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        metrics = []
+        plots = os.path.join(self._workdir, "plots", f"group_{entries[0][2]}")
+        for result, record, step in entries:
+            rate = result.rows_scored / result.seconds if result.seconds > 0 else 0.0
+            values = {
+                "rows_in": result.rows_in,
+                "rows_scored": result.rows_scored,
+                "rows_quarantined": result.rows_quarantined,
+                "seconds": result.seconds,
+                "rows_per_second": rate,
+            }
+            if record is not None:
+                for col, summary in record["summary"].items():
+                    for key in ("mean", "std", "p01", "p25", "p50", "p75", "p99"):
+                        if summary.get(key) is not None:
+                            values[_metric_key("score", col, key)] = summary[key]
+                for col, v in record["psi"].items():
+                    values[_metric_key("psi", col)] = v
+                if record["psi"]:
+                    values["drift/max_psi"] = max(record["psi"].values())
+                if record["quantiles"]:
+                    self._plot(record, os.path.join(plots, f"score_distribution_{_file_part(result.partition)}.png"))
+            metrics += [Metric(k, float(v), now, step) for k, v in values.items()]
         for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(self.mlflow_run_id, metrics=metrics[i:i + 900])
-        if record is not None and record["quantiles"]:
-            from .report import distribution_figure, save_png
+        if os.path.isdir(plots):
+            client.log_artifacts(self.mlflow_run_id, plots, "plots")
 
-            name = f"score_distribution_{_file_part(result.partition)}.png"
-            path = os.path.join(self._workdir, "plots", name)
-            series = {f"{c} ({record['partition_column'] or 'table'}={record['partition']})": q
-                      for c, q in record["quantiles"].items() if q}
-            for c, q in record["reference_quantiles"].items():
-                if c in record["quantiles"] and q:
-                    series[f"{c} (reference {record['reference']})"] = q
-            save_png(distribution_figure(f"score distribution, partition {record['partition']}", series), path)
-            client.log_artifact(self.mlflow_run_id, path, "plots")
+    @staticmethod
+    def _plot(record: dict, path: str) -> None:
+        from .report import distribution_figure, save_png
+
+        series = {f"{c} ({record['partition_column'] or 'table'}={record['partition']})": q
+                  for c, q in record["quantiles"].items() if q}
+        for c, q in record["reference_quantiles"].items():
+            if c in record["quantiles"] and q:
+                series[f"{c} (reference {record['reference']})"] = q
+        save_png(distribution_figure(f"score distribution, partition {record['partition']}", series), path)
 
     # ----------------------------------------------------------------- finish
     def finish(self, job_result, failed: bool) -> None:

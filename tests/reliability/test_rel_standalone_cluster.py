@@ -147,7 +147,8 @@ def test_executor_lost_mid_job_completes_and_matches_an_uninterrupted_run(
 ):
     out = str(tmp_path / "scores")
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump(H.job_config(rel_input, out)))
+    # one commit per partition, so the executor dies between commits of one job
+    config.write_text(yaml.safe_dump(H.job_config(rel_input, out, output={"partitions_per_commit": 1})))
     env = H.child_env(registry)
     parts = H.PARTITIONS[:4]
     args = [a for p in parts for a in ("--partition", p)]
