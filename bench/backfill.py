@@ -357,12 +357,14 @@ def verify(spark, name: str, run: dict, inputs: Inputs, out: str) -> None:
 
 
 def engine_paths(spark, out: str) -> dict[str, str]:
-    """``{partition: engine_path}`` from the userMetadata of the job's commits."""
+    """``{partition: engine_path}`` from the userMetadata of the job's commits (a group commit
+    lists its partitions under ``partitions``)."""
     found = {}
     for row in spark.sql(f"DESCRIBE HISTORY delta.`{out}`").select("userMetadata").collect():
         meta = json.loads(row["userMetadata"]) if row["userMetadata"] else {}
         if "engine_path" in meta:
-            found.setdefault(meta.get("partition"), meta["engine_path"])
+            for part in (list(meta["partitions"]) if meta.get("partitions") else [meta.get("partition")]):
+                found.setdefault(part, meta["engine_path"])
     return found
 
 

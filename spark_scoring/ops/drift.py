@@ -214,15 +214,18 @@ def group_counts(
              for rid, (key, edges) in requests.items()]
     edges_df = df.sparkSession.createDataFrame(table, schema)
     joined = frame.join(F.broadcast(edges_df), "_group")
-    aggs = []
-    for i, c in enumerate(columns):
-        index = _bin_index(values[c], F.col(f"e{i}"), bins)
-        aggs += [F.count_if(index == b).alias(f"h{i}_{b}") for b in range(bins)]
-    rows = {row["_request"]: row for row in joined.groupBy("_request").agg(*aggs).collect()}
+    # Long form: one (request, column, bin) row per value, then one small grouped count.
+    # A count per (column, bin) in one wide aggregation would repeat each column's bin
+    # expression once per bin, a generated method past the JVM's 64 KB limit (Spark then
+    # logs the failed compile and runs it interpreted).
+    indexes = F.array(*[_bin_index(values[c], F.col(f"e{i}"), bins) for i, c in enumerate(columns)])
+    long = joined.select("_request", F.posexplode(indexes).alias("_column", "_bin"))
+    found: dict[tuple[str, int, int], int] = {}
+    for row in long.where(F.col("_bin").isNotNull()).groupBy("_request", "_column", "_bin").count().collect():
+        found[(row["_request"], int(row["_column"]), int(row["_bin"]))] = int(row["count"])
     out: dict[str, dict[str, list[int]]] = {}
     for rid, (_key, edges) in requests.items():
-        row = rows.get(rid)
-        out[rid] = {c: [0 if row is None else int(row[f"h{i}_{b}"]) for b in range(len(edges[c]) + 1)]
+        out[rid] = {c: [found.get((rid, i, b), 0) for b in range(len(edges[c]) + 1)]
                     for i, c in enumerate(columns) if c in edges}
     return out
 
