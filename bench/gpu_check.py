@@ -2,7 +2,7 @@
 """GPU feeding check: spark_scoring's torch runner alone (no Spark, no Java) on a ResNet-50.
 
     .venv/bin/python bench/gpu_check.py                          # CUDA if available
-    .venv/bin/python bench/gpu_check.py --device cpu --images 64 # the CPU smoke run
+    .venv/bin/python bench/gpu_check.py --device cpu --images 32 --size 96  # the CPU smoke run
 
 Runs on: any machine with torch; torchvision is not needed (ResNet-50 is
 written out below, 25.6M parameters) and nothing is downloaded.

@@ -3,7 +3,7 @@
 spark_scoring.score() and the direct Arrow scan, in ONE process run.
 
     .venv/bin/python bench/run.py --rows 2000000 --partitions 8
-    .venv/bin/python bench/run.py --smoke            # tiny; what tests/test_bench_smoke.py runs
+    .venv/bin/python bench/run.py --smoke --variants ""   # tiny; what tests/test_bench_smoke.py runs
 
 Runs on: the driver; Spark is ``local[2]`` (``--cores``). See bench/README.md
 for what is measured and how to read the output (a table on stdout,

@@ -32,7 +32,8 @@ def _run(args, cwd=ROOT, timeout=1500):
 @pytest.mark.slow
 def test_bench_smoke_every_path_runs_and_agrees(tmp_path):
     out = tmp_path / "out"
-    _run(["bench/run.py", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")])
+    # no A/B variants (the default adds three more Spark runs per model): every path and the scaling check
+    _run(["bench/run.py", "--smoke", "--variants", "", "--out", str(out), "--work", str(tmp_path / "work")])
     result = json.loads((out / "results.json").read_text())
     assert (out / "results.md").read_text().startswith("# Scoring benchmark")
     paths = {"limit", "spark_udf", "predict_batch_udf", "score", "direct"}
@@ -66,9 +67,10 @@ def test_jobs_bench_smoke_every_path_commits_every_row_and_agrees(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    _run(["bench/gpu_check.py", "--device", "cpu", "--images", "64", "--out", str(out)], timeout=600)
+    # 32 images at 96 px: the same feeding path and batching as 224 px, a fifth of ResNet-50's FLOPs
+    _run(["bench/gpu_check.py", "--device", "cpu", "--images", "32", "--size", "96", "--out", str(out)], timeout=600)
     result = json.loads(out.read_text())
-    assert result["device"] == "cpu" and result["images"] == 64
+    assert result["device"] == "cpu" and result["images"] == 32
     assert result["batch_size_used"] == result["batch_size_requested"] == 16
     assert 20 < result["params_m"] < 30  # ResNet-50 sized
     assert result["images_per_s"] > 0

@@ -185,6 +185,31 @@ def test_deletion_vectors_after_delete_update_and_merge_take_the_direct_scan(spa
     assert direct.count() == spark.read.format("delta").load(tmp_table).count()
 
 
+def test_partition_row_counts_from_the_log_equal_sparks_count(spark, tmp_table):
+    """What a job lists its units with (no Spark job): per partition, the log's row counts less
+    the deletion vectors' rows, equal to Spark's groupBy count; a partition whose rows are all
+    deleted is not listed; string, integer and date partition columns; other types: None."""
+    from spark_scoring.delta.tables import partition_counts
+    from spark_scoring.engine.scan_log import partition_row_counts
+
+    frame = _frame(120)
+    frame["bucket"] = frame["bucket"].astype("int64")
+    for column in ("region", "bucket", "ds"):
+        path = f"{tmp_table}_{column}"
+        spark.createDataFrame(frame).write.format("delta").partitionBy(column) \
+            .option("delta.enableDeletionVectors", "true").save(path)
+        spark.sql(f"DELETE FROM delta.`{path}` WHERE customer_id % 5 = 0")
+        first = sorted(frame[column].unique())[0]
+        spark.sql(f"DELETE FROM delta.`{path}` WHERE `{column}` = '{first}'")
+        df = spark.read.format("delta").load(path)
+        version = int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").head()["version"])
+        got = partition_row_counts(path, version, column, dict(df.dtypes)[column])
+        assert got == partition_counts(df, column), column
+        assert first not in got and sum(got.values()) == df.count()
+    assert partition_row_counts(f"{tmp_table}_ds", version, "ds", "timestamp") is None
+    assert partition_row_counts(f"{tmp_table}_ds", version, "region", "string") is None  # not its partitioning
+
+
 def test_column_mapping_with_renamed_and_dropped_columns_takes_the_direct_scan(spark, registry, tmp_table):
     spark.createDataFrame(_frame(90)).write.format("delta").save(tmp_table)
     spark.sql(f"ALTER TABLE delta.`{tmp_table}` SET TBLPROPERTIES ('delta.columnMapping.mode' = 'name', "

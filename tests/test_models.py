@@ -184,6 +184,15 @@ def test_one_struct_column_whose_fields_are_the_inputs_by_name(num_df, zoo):
     close(positional, reference(zoo, "pyfunc_multi_out"))
 
 
+def test_more_named_columns_than_inputs_take_the_inputs_by_name(num_df, zoo):
+    """spark_udf's form udf("a", "b", "c", "d") for a model of inputs a, b: the inputs by name."""
+    z = zoo["pyfunc_multi_out"]
+    udf = scoring_udf(z.uri)
+    assert collected(num_df.withColumn("p", udf("id", "b", "a"))) == collected(num_df.withColumn("p", udf("a", "b")))
+    with pytest.raises(SchemaMismatchError, match=r"takes 2 columns \['a', 'b'\], got 3"):
+        udf("id", "b", "c")
+
+
 def test_a_signature_less_model_takes_positional_columns_named_as_spark_udf_names_them(num_df, zoo):
     z = zoo["pyfunc_no_signature"]
     udf = scoring_udf(z.uri)

@@ -346,6 +346,22 @@ def test_to_arrow_unwraps_one_element_rows_and_refuses_longer_ones():
         to_arrow([np.array([0.9, 0.1])] * 2, OutputSpec("scalar", pa.float64()), 2)
 
 
+def test_an_array_result_over_mixed_columns_takes_the_columns_of_its_element_type():
+    """spark_udf's rule for array<T> over a multi-column frame: the columns of T's dtype, strings
+    from every column; none fits: an error naming the dtypes. A pandas Index per row is a list."""
+    frame = pd.DataFrame({"0": ["class1"] * 2, "1": np.array([1, 1], dtype=np.int32), "2": [1.5, 1.5],
+                          "3": [True, True]})
+    expected = {pa.float32(): [1.0, 1.5], pa.float64(): [1.0, 1.5], pa.int32(): [1], pa.int64(): [1],
+                pa.bool_(): [True], pa.string(): ["class1", "1", "1.5", "True"]}
+    for element, row in expected.items():
+        out = to_arrow(frame, OutputSpec("array", pa.list_(element)), 2)
+        assert out.to_pylist() == [row, row], element
+    with pytest.raises(ResultTypeError, match=r"none of which fits an array of bool"):
+        to_arrow(frame[["0", "2"]], OutputSpec("array", pa.list_(pa.bool_())), 2)
+    index = to_arrow([pd.Index(["a", "b"])] * 2, OutputSpec("array", pa.list_(pa.string())), 2)
+    assert index.to_pylist() == [["a", "b"], ["a", "b"]]
+
+
 def test_scalar_spec_on_predict_proba_model_is_refused(scoring_models):
     """A real classifier's predict_proba through a scalar spec: an error, not P(class 0)."""
     m = scoring_models["fraud"]

@@ -27,7 +27,7 @@ from ..errors import SchemaMismatchError
 from ..executor.inputs import Binding
 from ..executor.specs import InputSpec, ModelInput
 
-__all__ = ["Plan", "plan_binding", "native_dtype"]
+__all__ = ["Plan", "plan_binding", "native_dtype", "named_inputs"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class Plan:
     @property
     def stacked(self) -> bool:
         return self.binding.stacked
+
+
+def named_inputs(spec, columns):
+    """More named columns than the signature's inputs, the inputs among them: the inputs, by
+    name (spark_udf passes every column and MLflow's schema check keeps the inputs by name)."""
+    if (spec is not None and spec.form == "frame" and len(columns) > len(spec.inputs)
+            and all(isinstance(c, str) for c in columns) and set(spec.names) <= set(columns)):
+        return tuple(spec.names)
+    return columns
 
 
 def native_dtype(runner: str, spec: InputSpec | None) -> np.dtype:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..executor.scan import local_path
 
-__all__ = ["Fallback", "Snapshot", "SnapshotFile", "read_snapshot", "hive_partitions"]
+__all__ = ["Fallback", "Snapshot", "SnapshotFile", "read_snapshot", "hive_partitions", "partition_row_counts"]
 
 
 class Fallback(Exception):
@@ -100,6 +100,34 @@ def read_snapshot(path: str, version: int | None) -> Snapshot:
         files.append(SnapshotFile(full, int(size or 0), None if n is None else int(n), logical,
                                   deleted.get(full, ())))
     return Snapshot(int(table.version()), partition_columns, tuple(files), physical, features)
+
+
+_PARTITION_PARSERS = {"string": str, "int": int, "bigint": int, "smallint": int, "tinyint": int,
+                      "date": _dt.date.fromisoformat}
+
+
+def partition_row_counts(path: str, version: int, column: str, spark_type: str) -> dict | None:
+    """``{partition value: rows}`` of the Delta table at ``path``, ``version``, from its log alone:
+    each live file's partition value and row count, less the rows its deletion vector removes,
+    as Spark's ``groupBy(column).count()`` gives them (no empty partition). None where that
+    would not be exact: the table is not partitioned by ``column`` alone, a file has no row
+    count, the column's type is not string, an integer or date, or delta-rs cannot read it.
+    Runs on the driver, no Spark job."""
+    parse = _PARTITION_PARSERS.get(spark_type)
+    if parse is None:
+        return None
+    try:
+        snap = read_snapshot(path, version)
+        if snap.partition_columns != (column,) or any(f.rows is None for f in snap.files):
+            return None
+        counts: dict = {}
+        for f in snap.files:
+            text = f.partition_values.get(column)
+            value = None if text is None else parse(text)
+            counts[value] = counts.get(value, 0) + f.rows - len(f.deleted)
+    except Exception:  # noqa: BLE001 - anything delta-rs cannot read exactly: Spark counts instead
+        return None
+    return {v: n for v, n in counts.items() if n}
 
 
 def _text(value) -> str | None:

@@ -35,7 +35,7 @@ from ..executor.task import DIAGNOSTICS_TYPE, TaskSpec, score_stream
 from ..model.registry import ScoringModel, load_model
 from ..model.shipping import ship as ship_model
 from ..model.signature import apply_result_type
-from .binding import Plan, native_dtype, plan_binding
+from .binding import Plan, named_inputs, native_dtype, plan_binding
 from .taskinfo import current_task
 
 __all__ = ["scoring_udf", "ScoringUDF", "validate_params"]
@@ -169,7 +169,7 @@ class ScoringUDF:
         import pyspark.sql.functions as F
         from pyspark.sql.types import DataType
 
-        cols = cols or self.columns
+        cols = named_inputs(self.model.inputs, cols or self.columns)  # udf("a", "b", "c", "d") for a, b, c
         plan = self.plan(cols)
         args = [F.col(c) if isinstance(c, str) else c for c in cols]
         if plan.stacked and not plan.binding.struct_fields:

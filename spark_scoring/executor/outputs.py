@@ -72,6 +72,8 @@ def _objects(values: list, arrow_type: pa.DataType) -> pa.Array:
             return v.tolist()
         if isinstance(v, np.generic):
             return v.item()
+        if not isinstance(v, (str, bytes, dict)) and hasattr(v, "tolist"):  # a pandas Index or Series
+            return v.tolist()
         return v
 
     cleaned = [clean(v) for v in values]
@@ -112,10 +114,10 @@ def _column(values: Any, arrow_type: pa.DataType, rows: int) -> pa.Array:
             )
         return _numpy_column(values, arrow_type)
     first = next((v for v in values if v is not None), None) if len(values) else None
-    if _is_list(arrow_type) and len(values) and not isinstance(first, (list, tuple, np.ndarray)):
+    sequence = (list, tuple, np.ndarray, pd.Index, pd.Series)
+    if _is_list(arrow_type) and len(values) and not isinstance(first, sequence):
         values = [None if v is None else [v] for v in values]  # one value per row, as an array
-    elif not _is_list(arrow_type) and not pa.types.is_struct(arrow_type) and isinstance(
-            first, (list, tuple, np.ndarray)):
+    elif not _is_list(arrow_type) and not pa.types.is_struct(arrow_type) and isinstance(first, sequence):
         values = _single_values(values, arrow_type)  # [array([1]), array([1])]: one value per row
     return _objects(list(values), arrow_type)
 
@@ -162,7 +164,10 @@ def _from_frame(frame, arrow_type: pa.DataType, rows: int) -> pa.Array:
     if len(cols) == 1:
         return _column(frame[cols[0]], arrow_type, rows)
     if _is_list(arrow_type) and not _is_list(arrow_type.value_type):
-        # every column of the row, as one vector (spark_udf drops the columns of other types)
+        # the row's columns of the element type, as one vector: spark_udf's selection
+        frame = _of_element_type(frame, arrow_type.value_type)
+        if pa.types.is_string(arrow_type.value_type) or pa.types.is_large_string(arrow_type.value_type):
+            return _objects([[str(v) for v in r] for r in frame.itertuples(index=False)], arrow_type)
         try:
             return _nested(frame.to_numpy(dtype=arrow_type.value_type.to_pandas_dtype()), arrow_type, rows)
         except (TypeError, ValueError, NotImplementedError):
@@ -172,6 +177,28 @@ def _from_frame(frame, arrow_type: pa.DataType, rows: int) -> pa.Array:
         "Fix: set result_type to a struct of those columns (e.g. 'struct<a: double, b: string>') or an "
         "array; spark_scoring never silently picks the first column."
     )
+
+
+def _of_element_type(frame, element: pa.DataType):
+    """The columns of ``frame`` an array of ``element`` takes, as spark_udf selects them: ints
+    up to int32 for int, up to int64 for long, any number for float / double, bools for
+    boolean, every column for string. None of them fit: ResultTypeError naming the dtypes."""
+    if pa.types.is_int32(element):
+        kinds = [np.byte, np.ubyte, np.short, np.ushort, np.int32]
+    elif pa.types.is_int64(element):
+        kinds = [np.byte, np.ubyte, np.short, np.ushort, int]
+    elif pa.types.is_floating(element):
+        kinds = [np.number]
+    elif pa.types.is_boolean(element):
+        kinds = [bool, np.bool_]
+    else:
+        return frame
+    picked = frame.select_dtypes(include=kinds)
+    if not len(picked.columns):
+        raise ResultTypeError(
+            f"the model returned columns of dtypes {sorted({str(t) for t in frame.dtypes})}, none of which "
+            f"fits an array of {element}. Fix: set result_type='array<string>', or a struct of the columns.")
+    return picked
 
 
 def _struct(columns: dict, arrow_type: pa.DataType, rows: int) -> pa.Array:

@@ -35,6 +35,21 @@ _GONE = re.compile(r"DELTA_CHANGE_DATA_FILE_NOT_FOUND|DELTA_LOG_FILE_NOT_FOUND|F
                    r"|VersionNotFound|DELTA_VERSION_NOT_FOUND")
 
 
+def _counts_from_the_log(plan: JobPlan, column: str) -> dict | None:
+    """``{partition value: rows}`` of a path-addressed Delta input from its log, no Spark job
+    (:func:`~spark_scoring.engine.scan_log.partition_row_counts`); None: count with Spark."""
+    from ..delta.tables import is_connect
+    from ..engine.scan_log import partition_row_counts
+
+    if not plan.input_ref.is_path or is_connect(plan.spark) or plan.cfg.input.mode == "changes":
+        return None
+    field = next((f for f in plan.snapshot.schema.fields if f.name == column), None)
+    if field is None:
+        return None
+    return partition_row_counts(plan.input_ref.location(plan.spark), int(plan.input_version), column,
+                                field.dataType.simpleString())
+
+
 def _sorted(units: list[Unit]) -> list[Unit]:
     return sorted(units, key=lambda u: (u.text is None, u.text or ""))
 
@@ -53,7 +68,10 @@ class SnapshotSource:
         if column is None:
             self.units = [Unit(None, None, plan.snapshot.count())]
             return
-        by_text = {partition_text(v): (v, n) for v, n in partition_counts(plan.snapshot, column).items()}
+        counts = _counts_from_the_log(plan, column)
+        if counts is None:
+            counts = partition_counts(plan.snapshot, column)
+        by_text = {partition_text(v): (v, n) for v, n in counts.items()}
         wanted = list(requested) if requested else list(cfg.input.partitions or [])
         if wanted:
             unknown = [w for w in wanted if w not in by_text]
