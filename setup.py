@@ -32,6 +32,9 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "pytest>=8,<10",
     "pytest-timeout>=2.3,<3",
+    # the suite runs in two worker processes (pytest.ini): it waits on JVMs, clusters and
+    # subprocesses far more than it computes, so two share a 2-core machine well
+    "pytest-xdist>=3.6,<4",
     "chispa==0.12.0",
     "hypothesis>=6.100,<7",
     # tests/test_packaging.py builds the wheel; tests/test_bundle.py loads the Databricks

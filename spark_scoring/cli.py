@@ -59,10 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ConfigError, ScoringError
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "verbose", False):
-        import os
+    import os
 
+    if getattr(args, "verbose", False):
         os.environ["SPARK_SCORING_VERBOSE"] = "1"  # get_spark shows Spark's and Ivy's output
+    else:  # no download progress bars in a job's log
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("spark_scoring").setLevel(logging.INFO)
     try:

@@ -27,6 +27,7 @@ name                  what                                 output
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,13 +300,41 @@ def demo_config(workspace: str | os.PathLike, registry_dir: str | os.PathLike | 
     }
 
 
+@contextmanager
+def _quiet_mlflow(line: str):
+    """MLflow's logging chatter (pickle warnings, "Successfully registered model ...", progress
+    bars) kept off the demo's console unless ``--verbose``; shown if registering fails."""
+    import io
+    import logging
+    import sys
+    import warnings
+
+    if os.environ.get("SPARK_SCORING_VERBOSE", "") not in ("", "0", "false"):
+        yield
+        return
+    print(line, file=sys.stderr, flush=True)
+    logger = logging.getLogger("mlflow")
+    level, buffer = logger.level, io.StringIO()
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stderr(buffer):
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    except BaseException:
+        sys.stderr.write(buffer.getvalue())
+        raise
+    finally:
+        logger.setLevel(level)
+
+
 def run_demo(workspace: str | os.PathLike = "demo_workspace", *, rows_per_partition: int = 2000):
     """The README's first command: registry + models, input table, then one scoring job."""
     from .run import run_job
     from .session import get_spark
 
     ws = Path(workspace).resolve()
-    setup_registry(ws / "mlflow")
+    with _quiet_mlflow(f"spark_scoring: the demo's models, registered once in {ws / 'mlflow' / 'mlflow.db'}"):
+        setup_registry(ws / "mlflow")
     spark = get_spark("spark_scoring_demo")
     table = ws / "tables" / "customers"
     if not (table / "_delta_log").exists():

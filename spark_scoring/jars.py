@@ -44,6 +44,12 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+# Spark prints "Setting default log level to WARN" when the logger of the class that starts a
+# shell (PythonGatewayServer for PySpark, repl.Main for spark-shell) has no level of its own
+logger.pygateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.pygateway.level = error
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = error
 """
 
 
@@ -59,16 +65,34 @@ def delta_coordinates() -> str:
     return configure_spark_with_delta_pip(SparkSession.Builder())._options["spark.jars.packages"]
 
 
-def delta_jars(*, verbose: bool = False) -> list[str]:
-    """The jar files of Delta's coordinates, fetched once into the cache (None of Ivy's output unless ``verbose``)."""
-    coords = delta_coordinates()
-    folder = cache_root() / hashlib.sha256(coords.encode()).hexdigest()[:12]
-    manifest = folder / "jars.txt"
+def _cached(manifest: Path) -> list[str] | None:
     if manifest.exists():
         jars = [j for j in manifest.read_text().splitlines() if j]
         if jars and all(Path(j).exists() for j in jars):
             return jars
+    return None
+
+
+def delta_jars(*, verbose: bool = False) -> list[str]:
+    """The jar files of Delta's coordinates, fetched once into the cache (None of Ivy's output unless ``verbose``).
+
+    Processes starting at once on a fresh machine (parallel test workers, two jobs) fetch once:
+    the first holds a lock on the cache folder, the others wait for it and read its manifest."""
+    import fcntl
+
+    coords = delta_coordinates()
+    folder = cache_root() / hashlib.sha256(coords.encode()).hexdigest()[:12]
+    manifest = folder / "jars.txt"
+    jars = _cached(manifest)
+    if jars:
+        return jars
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _cached(manifest) or _fetch(coords, folder, manifest, verbose)
+
+
+def _fetch(coords: str, folder: Path, manifest: Path, verbose: bool) -> list[str]:
     print(f"spark_scoring: fetching Delta's jars ({coords}) from Maven Central, once, into {folder}",
           file=sys.stderr, flush=True)
     ivy = folder / "ivy"

@@ -34,6 +34,8 @@ DEFAULT_CONF: dict[str, str] = {
     # interval to be reached before the log is readable quickly.
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.driver.extraJavaOptions": "-Dderby.system.home=/tmp/spark_scoring_derby",
+    # plans of wide tables (features + lineage) are printed in full, without a warning per query
+    "spark.sql.debug.maxToStringFields": "1000",
 }
 
 

@@ -185,6 +185,50 @@ def test_table_ref_on_a_path_table(spark, tmp_table):
     assert ref.table_properties(spark)["spark_scoring.owner"] == "x"
 
 
+def test_local_log_answers_what_spark_answers_on_a_databricks_style_table(spark, tmp_table):
+    """delta-rs reads a local table's log (spark_scoring.delta.log) with deletion vectors,
+    column mapping after a rename, and a checkpoint, and says what Spark's queries say."""
+    from spark_scoring.delta import log as delta_log
+
+    ref = TableRef.parse(tmp_table)
+    assert ref.local_log(spark) == tmp_table and not ref.exists(spark)
+    spark.createDataFrame([(i, "ab"[i % 2], float(i)) for i in range(40)], SCHEMA).write.format("delta") \
+        .partitionBy("ds").option("delta.checkpointInterval", "2").option("delta.columnMapping.mode", "name") \
+        .option("delta.enableDeletionVectors", "true").save(tmp_table)
+    write(spark, [(100, "c", 1.0)], ref, "c", app="job", version=5)                       # v1, txn
+    spark.sql(f"DELETE FROM {ref.sql} WHERE k < 6")                                       # v2, deletion vectors
+    spark.sql(f"ALTER TABLE {ref.sql} RENAME COLUMN v TO value")                           # v3, checkpoint at 2
+    assert glob.glob(os.path.join(tmp_table, "_delta_log", "*.checkpoint*.parquet"))
+    spark_history = [r.asDict(recursive=True) for r in spark.sql(f"DESCRIBE HISTORY {ref.sql}").collect()]
+    assert ref.exists(spark) and ref.latest_version(spark) == 3 == spark_history[0]["version"]
+    assert ref.partition_columns(spark) == ["ds"]
+    ours = ref.history(spark)
+    assert [h["version"] for h in ours] == [h["version"] for h in spark_history] == [3, 2, 1, 0]
+    for mine, theirs in zip(ours, spark_history):
+        assert mine["operation"] == theirs["operation"]
+        assert mine.get("userMetadata") == theirs["userMetadata"]
+        assert (mine.get("operationMetrics") or {}) == (theirs["operationMetrics"] or {})
+    assert [h["version"] for h in ref.history(spark, limit=2)] == [3, 2]
+    assert delta_io._txn_commit(spark, ref, "job/c", 5, 0, 3) == 1   # found in the commit file
+    assert delta_io._txn_commit(spark, ref, "job/c", 6, 0, 3) is None
+    # the table read through delta-rs' engine drops the deleted rows, as Spark's read does
+    local = delta_log.query(tmp_table, "SELECT count(*) AS n, min(k) AS lo FROM t")
+    spark_row = spark.read.format("delta").load(tmp_table).selectExpr("count(*) AS n", "min(k) AS lo").head()
+    assert local == [{"n": spark_row["n"], "lo": spark_row["lo"]}] == [{"n": 35, "lo": 6}]
+    assert delta_log.text_literal("it's") == "'it''s'"
+
+
+@pytest.mark.parametrize("name, classic, local", [
+    ("/data/t", True, "/data/t"), ("file:///data/t", True, "/data/t"), ("file:/data/my%20t", True, "/data/my t"),
+    ("/data/t", False, None), ("s3://bucket/t", True, None), ("abfss://c@acct.dfs.core.windows.net/t", True, None),
+    ("dbfs:/mnt/t", True, None), ("file://otherhost/t", True, None),
+])
+def test_only_local_paths_under_classic_spark_have_their_log_read_in_process(name, classic, local):
+    from spark_scoring.delta.log import log_path
+
+    assert log_path(name, classic) == local
+
+
 def test_table_ref_on_a_metastore_table(spark, tmp_path):
     db = f"db_{uuid.uuid4().hex[:8]}"
     spark.sql(f"CREATE DATABASE {db} LOCATION {sql_literal(str(tmp_path / db))}")

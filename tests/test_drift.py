@@ -67,6 +67,76 @@ def test_psi_rejects_what_it_cannot_compare():
         psi_from_counts([0, 0], [1, 2])
 
 
+# ------------------------------------------------- the workers' summaries (no JVM)
+def _task(groups, columns, *chunks, k=None):
+    """One task's summaries of ``chunks`` ({column: values}, one record batch each)."""
+    import pyarrow as pa
+
+    from spark_scoring.executor.profiles import SUMMARY_POINTS, task_summaries
+
+    batches = [pa.record_batch({"_group": groups(len(next(iter(c.values())))), **c}) for c in chunks]
+    return next(task_summaries(iter(batches), columns, k=k or SUMMARY_POINTS))
+
+
+def _merged(parts, column, levels):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from spark_scoring.executor.profiles import merge_summaries
+
+    table = pa.Table.from_batches(parts)
+    return merge_summaries(table.filter(pc.equal(table["c"], column)), levels).to_pylist()[0]
+
+
+def test_merged_task_summaries_have_exact_moments_and_quantiles_within_one_kth_in_rank():
+    rng = np.random.default_rng(5)
+    data = {"x": rng.normal(size=25_000), "t": rng.integers(0, 4, size=25_000).astype(float)}  # t: heavy ties
+    data["x"][:7] = np.nan  # no value: not counted
+    k, levels = 100, [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]
+    cuts = ((0, 3_000), (3_000, 15_000), (15_000, 25_000))  # three tasks of unequal size, two batches each
+    parts = [_task(lambda n: ["g"] * n, ["x", "t"], {c: v[a:(a + b) // 2] for c, v in data.items()},
+                   {c: v[(a + b) // 2:b] for c, v in data.items()}, k=k) for a, b in cuts]
+    for name in ("x", "t"):
+        values = data[name][~np.isnan(data[name])]
+        merged = _merged(parts, name, levels)
+        assert merged["n"] == values.size
+        assert merged["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert merged["std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+        assert (merged["lo"], merged["hi"]) == (values.min(), values.max())
+        ordered = np.sort(values)
+        for level, q in zip(levels, merged["q"]):
+            assert q in set(values.tolist())  # a value of the data, as percentile_approx gives
+            below = np.searchsorted(ordered, q, side="left") / values.size
+            upto = np.searchsorted(ordered, q, side="right") / values.size
+            assert below - 1 / k <= level <= upto + 1 / k, (name, level, q, below, upto)
+
+
+def test_merged_summaries_are_exact_when_each_task_sends_all_its_values():
+    rng = np.random.default_rng(6)
+    values = rng.exponential(size=900)
+    parts = [_task(lambda n: ["a"] * n, ["v"], {"v": values[:400]}), _task(lambda n: ["a"] * n, ["v"], {"v": values[400:]})]
+    assert _merged(parts, "v", PLOT_QUANTILES)["q"] == list(np.quantile(values, PLOT_QUANTILES, method="inverted_cdf"))
+
+
+def test_task_bin_counts_equal_numpy_per_group_and_request():
+    import pyarrow as pa
+
+    from spark_scoring.executor.profiles import task_bin_counts
+
+    rng = np.random.default_rng(7)
+    x, groups = rng.normal(size=2_000), np.where(rng.random(2_000) < 0.5, "p1", "p2")
+    x[::50] = np.nan
+    edges = [-1.0, 0.0, 0.0, 2.0]  # repeated edge: an empty bin, as numpy's rule gives
+    batches = [pa.record_batch({"_group": groups[i:i + 700].tolist(), "v": x[i:i + 700]}) for i in range(0, 2_000, 700)]
+    rows = next(task_bin_counts(iter(batches), {"r1": ("p1", {"v": edges}), "r2": ("p2", {"v": edges[:1]})})).to_pylist()
+    for rid, group, e in (("r1", "p1", edges), ("r2", "p2", edges[:1])):
+        got = [0] * (len(e) + 1)
+        for r in rows:
+            if r["r"] == rid:
+                got[r["b"]] += r["n"]
+        assert got == list(bin_counts(x[groups == group], e)), rid
+
+
 # ------------------------------------------------------------ Spark helpers
 @pytest.fixture(scope="module")
 def frame(spark):

@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -839,22 +838,6 @@ def test_validation_errors_before_any_write(spark, registry, customers, tmp_path
         assert latest_version(spark, out + "_quarantine") == 0
     else:
         assert not table_exists(spark, out + "_quarantine")
-
-
-# ---------------------------------------------------------------- overhead
-def test_per_partition_overhead(spark, registry, tmp_path, capsys):
-    """Not asserted: prints seconds per partition for a 6 x 100 row job (one model, no bad rows)."""
-    parts = tuple(f"2026-12-0{i}" for i in range(1, 7))
-    inp = write_clean_input(spark, str(tmp_path / "in"), demo_frame(parts, 100, bad_rows=False))
-    out = str(tmp_path / "out")
-    started = time.monotonic()
-    result = run_job(job_config(inp, out, bad_rows="fail", quarantine_table=None), spark=spark, reporter=quiet())
-    wall = time.monotonic() - started
-    assert [p.status for p in result.partitions] == ["scored"] * 6
-    per = [round(p.seconds, 2) for p in result.partitions]
-    with capsys.disabled():
-        print(f"\n[overhead] 6 partitions x 100 rows: {wall:.1f} s wall, {wall / 6:.2f} s/partition; "
-              f"per partition: {per}")
 
 
 # ------------------------------------------------------------------ group commits

@@ -26,6 +26,7 @@ def job(tmp_path_factory, spark, registry):  # noqa: D401
     config["input"]["table"] = table
     config["tracking"] = {"experiment": f"test_report_{uuid.uuid4().hex[:8]}"}
     config["drift"] = {"min_rows": 0}  # 30-row partitions: below the default min_rows
+    config["output"]["partitions_per_commit"] = 1  # a commit each: a distribution plot each
     config_path = ws / "job.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = run_job(config, spark=spark)

@@ -116,7 +116,7 @@ def test_mlflow_run_holds_params_tags_and_artifacts(tracked, tmp_path):
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "partitions.json", "partition_stats.json", "plots", "drift"} <= names
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert plots == {f"plots/score_distribution_{p}.png" for p in PARTS}
+    assert plots == {f"plots/score_distribution_{PARTS[0]}_to_{PARTS[-1]}.png"}  # one commit: one figure
     drift = {a.path for a in client.list_artifacts(run_id, "drift")}
     assert drift == {"drift/drift_report.json", "drift/drift_report.png", "drift/drift_report.html"}
     with open(client.download_artifacts(run_id, "drift/drift_report.json", str(tmp_path))) as fh:

@@ -1,6 +1,9 @@
 """Delta tables named by path or by catalog name: existence, versions, history, layout.
 
-Runs on: the driver (every method takes the SparkSession).
+Runs on: the driver (every method takes the SparkSession). A path table on the
+local file system has its log read in this process (:mod:`.log`, delta-kernel:
+milliseconds instead of a Spark query); anything else, or anything delta-rs
+cannot read, is asked of Spark.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import log as delta_log
 from .sql import quote_identifier, quote_table_name
 
 __all__ = ["TableRef", "as_ref", "non_negative_int", "is_connect", "partition_counts"]
@@ -55,7 +59,15 @@ class TableRef:
             return "delta." + quote_identifier(self.name)
         return quote_table_name(self.name)
 
+    def local_log(self, spark: SparkSession) -> str | None:
+        """The folder delta-rs reads this table's log from (None: ask Spark)."""
+        return delta_log.log_path(self.name, not is_connect(spark)) if self.is_path else None
+
     def exists(self, spark: SparkSession) -> bool:
+        local = self.local_log(spark)
+        found = delta_log.exists(local) if local else None
+        if found is not None:
+            return found
         if self.is_path and is_connect(spark):
             try:
                 spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").collect()
@@ -79,13 +91,21 @@ class TableRef:
         return reader.load(self.name) if self.is_path else reader.table(self.sql)
 
     def latest_version(self, spark: SparkSession) -> int:
+        local = self.local_log(spark)
+        version = delta_log.latest_version(local) if local else None
+        if version is not None:
+            return version
         return int(spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").head()["version"])
 
     def history(self, spark: SparkSession, limit: int | None = None) -> list[dict]:
         """``DESCRIBE HISTORY`` rows as dicts, newest first."""
+        limit_sql = f" LIMIT {non_negative_int('limit', limit)}" if limit is not None else ""
+        local = self.local_log(spark)
+        entries = delta_log.history(local, limit) if local else None
+        if entries is not None:
+            return entries
         # SQL, not DeltaTable.history(): the same rows, and it also works on Spark
         # Connect servers without the Delta Connect plugin.
-        limit_sql = f" LIMIT {non_negative_int('limit', limit)}" if limit is not None else ""
         frame = spark.sql(f"DESCRIBE HISTORY {self.sql}{limit_sql}")
         return [row.asDict(recursive=True) for row in frame.orderBy(F.col("version").desc()).collect()]
 
@@ -104,7 +124,9 @@ class TableRef:
         return parts, location
 
     def partition_columns(self, spark: SparkSession) -> list[str]:
-        return self._describe(spark)[0]
+        local = self.local_log(spark)
+        columns = delta_log.partition_columns(local) if local else None
+        return columns if columns is not None else self._describe(spark)[0]
 
     def location(self, spark: SparkSession) -> str:
         """Where the table's files are (the path itself for path tables)."""

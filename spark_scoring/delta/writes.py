@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..errors import SchemaMismatchError, ScoringError, WriteConflictError
+from . import log as delta_log
 from .sql import partition_predicate, partitions_predicate, quote_identifier
 from .tables import TableRef, as_ref, is_connect, non_negative_int
 
@@ -224,6 +225,10 @@ def _txn_commit(spark: SparkSession, ref: TableRef, app_id: str, txn_version: in
                 first: int, last: int) -> int | None:
     """The commit in ``first..last`` that recorded (app_id, txn_version), if any: tells our
     commit from a concurrent writer's when ours was skipped."""
+    local = ref.local_log(spark)
+    found_locally = delta_log.txn_commit(local, app_id, txn_version, first, last) if local else False
+    if found_locally is not False:
+        return found_locally
     log = ref.location(spark).rstrip("/") + "/_delta_log"
     ours = (F.col("txn.appId") == F.lit(app_id)) & (F.col("txn.version") == F.lit(txn_version))
     files = [f"{log}/{version:020d}.json" for version in range(first, last + 1)]

@@ -10,5 +10,6 @@ GPU machine without Java). Modules, in the order a task uses them:
 - :mod:`.specs`, :mod:`.inputs`, :mod:`.badrows`: what the model takes, and the
   one bad-row rule;
 - :mod:`.runners`, :mod:`.predictor`, :mod:`.outputs`: batches in, predictions out;
+- :mod:`.profiles`: column summaries and bin counts of scored rows, for drift (ops.drift's tasks);
 - :mod:`.faults`: reliability drills (off unless a test turns them on).
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+from ..delta import log as delta_log
 from ..delta.tables import TableRef
 from ..delta.writes import append_rows
 
@@ -79,6 +80,11 @@ def scored_partitions(spark, table: str, job_key: str) -> dict[str | None, int]:
     """``{partition: newest input_version}`` already scored or recovered for ``job_key``."""
     import pyspark.sql.functions as F
 
+    key = delta_log.text_literal(job_key)
+    found = _query(spark, table, f"SELECT \"partition\" AS p, max(input_version) AS v FROM t WHERE job_key = {key} "
+                                 "AND status IN ('scored', 'recovered') GROUP BY \"partition\"")
+    if found is not None:
+        return {r["p"]: int(r["v"]) for r in found}
     df = read_audit(spark, table, job_key)
     if df is None:
         return {}
@@ -99,8 +105,23 @@ def last_input_version(spark, table: str, job_key: str) -> int | None:
     """
     import pyspark.sql.functions as F
 
+    key = delta_log.text_literal(job_key)
+    found = _query(spark, table, f"SELECT max(input_version) AS v FROM t WHERE job_key = {key} AND status = 'checkpoint'")
+    if found is not None:
+        return None if not found or found[0]["v"] is None else int(found[0]["v"])
     df = read_audit(spark, table, job_key)
     if df is None:
         return None
     row = df.where(F.col("status") == "checkpoint").agg(F.max("input_version")).collect()[0]
     return None if row[0] is None else int(row[0])
+
+
+def _query(spark, table: str, sql: str) -> list[dict] | None:
+    """``sql`` over a local audit table through delta-kernel (:mod:`spark_scoring.delta.log`, no Spark
+    job); ``[]`` when the table does not exist yet; None: ask Spark."""
+    local = TableRef.parse(table).local_log(spark)
+    if local is None:
+        return None
+    if delta_log.exists(local) is False:
+        return []
+    return delta_log.query(local, sql)

@@ -27,12 +27,20 @@ from .plan import JobPlan
 from .results import PartitionResult, partition_text
 from .stages import RunContext, Unit
 
-__all__ = ["SnapshotSource", "ChangesSource", "source_for"]
+__all__ = ["SnapshotSource", "ChangesSource", "source_for", "input_partition_counts"]
 
 _CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 # change files vacuumed (or log files cleaned up) after the scan was planned
 _GONE = re.compile(r"DELTA_CHANGE_DATA_FILE_NOT_FOUND|DELTA_LOG_FILE_NOT_FOUND|FileNotFoundException"
                    r"|VersionNotFound|DELTA_VERSION_NOT_FOUND")
+
+
+def input_partition_counts(plan: JobPlan) -> dict:
+    """``{partition value: rows}`` of the pinned input snapshot: from its Delta log where it can
+    (no Spark job), else one Spark aggregation."""
+    column = plan.cfg.input.partition_by
+    counts = _counts_from_the_log(plan, column)
+    return counts if counts is not None else partition_counts(plan.snapshot, column)
 
 
 def _counts_from_the_log(plan: JobPlan, column: str) -> dict | None:
@@ -41,7 +49,7 @@ def _counts_from_the_log(plan: JobPlan, column: str) -> dict | None:
     from ..delta.tables import is_connect
     from ..engine.scan_log import partition_row_counts
 
-    if not plan.input_ref.is_path or is_connect(plan.spark) or plan.cfg.input.mode == "changes":
+    if not plan.input_ref.is_path or is_connect(plan.spark):
         return None
     field = next((f for f in plan.snapshot.schema.fields if f.name == column), None)
     if field is None:
@@ -68,9 +76,7 @@ class SnapshotSource:
         if column is None:
             self.units = [Unit(None, None, plan.snapshot.count())]
             return
-        counts = _counts_from_the_log(plan, column)
-        if counts is None:
-            counts = partition_counts(plan.snapshot, column)
+        counts = input_partition_counts(plan)
         by_text = {partition_text(v): (v, n) for v, n in counts.items()}
         wanted = list(requested) if requested else list(cfg.input.partitions or [])
         if wanted:

@@ -1,8 +1,12 @@
 """Population Stability Index (PSI) and the Spark aggregations that feed it.
 
 Runs on: the driver. :func:`psi` and :func:`psi_from_counts` are plain numpy;
-the Spark helpers build one ``DataFrame.agg`` each (one Spark job), so a
-partition's summary and histograms never collect rows to the driver.
+each Spark helper is one Spark job whose per-row work runs in the Python
+workers (:mod:`spark_scoring.executor.profiles`: summaries merged per group,
+exact bin counts), so a partition's summary and histograms never collect rows
+to the driver. Quantiles are values of the data with a rank error of at most
+1/1000 of the rows (exact for tasks of up to 1,001 values); counts, means,
+standard deviations, minima and maxima are exact.
 
 PSI compares the distribution of a column in an ``actual`` sample with an
 ``expected`` (reference) sample over the same bins::
@@ -24,6 +28,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..executor.profiles import bin_index, finite
 
 __all__ = [
     "EPSILON",
@@ -49,7 +55,6 @@ SUMMARY_QUANTILES: tuple[tuple[str, float], ...] = (
 )
 #: Quantiles kept for plots: every percentile (the distribution without the rows).
 PLOT_QUANTILES: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
-_ACCURACY = 10_000  # percentile_approx accuracy: relative rank error about 1e-4
 
 
 # --------------------------------------------------------------------- numpy
@@ -65,11 +70,9 @@ def quantile_edges(expected: Sequence[float], bins: int = 10) -> np.ndarray:
 
 
 def bin_counts(values: Sequence[float], edges: Sequence[float]) -> np.ndarray:
-    """Rows per bin: value ``x`` goes to bin ``#{edges <= x}`` (``len(edges) + 1`` bins)."""
-    return np.bincount(
-        np.searchsorted(np.asarray(edges, dtype=float), _finite(values), side="right"),
-        minlength=len(edges) + 1,
-    )
+    """Rows per bin: value ``x`` goes to bin ``#{edges <= x}`` (``len(edges) + 1`` bins; the rule of
+    :func:`spark_scoring.executor.profiles.bin_index`, which the Spark helpers' tasks use)."""
+    return np.bincount(bin_index(_finite(values), edges), minlength=len(edges) + 1)
 
 
 def psi_from_counts(expected: Sequence[float], actual: Sequence[float], eps: float = EPSILON) -> float:
@@ -96,35 +99,27 @@ def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10, eps:
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    return arr[~np.isnan(arr)]
+    return finite([np.nan if v is None else v for v in values])
 
 
 # --------------------------------------------------------------------- Spark
+# Each helper is one Spark job whose work runs in the Python workers
+# (:mod:`spark_scoring.executor.profiles`): the rows are never collected, only
+# per-group summaries and bin counts come back.
 def column_quantiles(df, columns: Sequence[str], levels: Sequence[float]) -> dict[str, list[float] | None]:
     """``{column: [quantile at each level]}`` in one Spark job (``None``: no values)."""
-    import pyspark.sql.functions as F
-
     if not columns:
         return {}
-    frame, values, _ = _prepare(df, columns, {})
-    row = frame.agg(
-        *[F.percentile_approx(values[c], list(levels), _ACCURACY).alias(f"q{i}") for i, c in enumerate(columns)]
-    ).head()
-    return {c: (None if row[f"q{i}"] is None else [float(v) for v in row[f"q{i}"]]) for i, c in enumerate(columns)}
+    frame, names = _tagged(df, {_ALL: "true"}, columns)
+    merged = _summaries(frame, list(names.values()), levels)
+    return {c: (None if (_ALL, n) not in merged else merged[(_ALL, n)]["q"]) for c, n in names.items()}
 
 
 def histograms(df, edges: Mapping[str, Sequence[float]]) -> dict[str, list[int]]:
     """``{column: rows per bin}`` for the given inner edges, in one Spark job."""
-    import pyspark.sql.functions as F
-
     if not edges:
         return {}
-    frame, _, bins = _prepare(df, [], edges)
-    names = list(edges)
-    row = frame.agg(*[F.count_if(bins[c] == b).alias(f"h{i}_{b}")
-                      for i, c in enumerate(names) for b in range(len(edges[c]) + 1)]).head()
-    return {c: [int(row[f"h{i}_{b}"]) for b in range(len(edges[c]) + 1)] for i, c in enumerate(names)}
+    return group_counts(df, {_ALL: "true"}, {_ALL: (_ALL, edges)})[_ALL]
 
 
 def partition_stats(
@@ -134,30 +129,17 @@ def partition_stats(
     bins: int,
     reference_edges: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
-    """One Spark job over one partition's rows:
+    """One partition's rows (all of ``df``):
 
     - ``summary``: ``{column: {count, mean, std, min, max, p01, p25, p50, p75, p99}}``
       for each of ``summary_columns`` (the scores);
     - ``quantiles``: ``{column: [the PLOT_QUANTILES]}`` for the summary columns (plots);
     - ``edges``: ``{column: inner bin edges}`` of every ``profile_columns`` entry
       (scores and features), so this partition can be a later partition's reference;
-    - ``counts``: ``{column: rows per bin}`` against ``reference_edges`` (for PSI).
+    - ``counts``: ``{column: rows per bin}`` against ``reference_edges`` (for PSI; a second job).
     """
-    import pyspark.sql.functions as F
-
-    reference_edges = dict(reference_edges or {})
-    wanted = list(dict.fromkeys([*summary_columns, *profile_columns]))
-    frame, values, index = _prepare(df, wanted, reference_edges)
-    aggs = _stat_aggs(values, summary_columns, profile_columns, bins)
-    hist_names = list(reference_edges)
-    for i, c in enumerate(hist_names):
-        aggs += [F.count_if(index[c] == b).alias(f"h{i}_{b}") for b in range(len(reference_edges[c]) + 1)]
-    if not aggs:
-        return {"summary": {}, "quantiles": {}, "edges": {}, "counts": {}}
-    row = frame.agg(*aggs).head()
-    stats = _stat_values(row, summary_columns, profile_columns)
-    stats["counts"] = {c: [int(row[f"h{i}_{b}"]) for b in range(len(reference_edges[c]) + 1)]
-                       for i, c in enumerate(hist_names)}
+    stats = group_stats(df, {_ALL: "true"}, summary_columns, profile_columns, bins)[_ALL]
+    stats["counts"] = histograms(df, reference_edges) if reference_edges else {}
     return stats
 
 
@@ -175,148 +157,114 @@ def group_stats(
     empty entries for a key without rows.
     """
     wanted = list(dict.fromkeys([*summary_columns, *profile_columns]))
-    aggs = []
-    if groups and wanted:
-        frame, values = _tagged(df, groups, wanted)
-        aggs = _stat_aggs(values, summary_columns, profile_columns, bins)
-    found = {}
-    if aggs:
-        for row in frame.groupBy("_group").agg(*aggs).collect():
-            found[row["_group"]] = _stat_values(row, summary_columns, profile_columns)
     empty = {"summary": {}, "quantiles": {}, "edges": {}}
-    return {key: found.get(key, empty) for key in groups}
+    if not groups or not wanted:
+        return {key: dict(empty) for key in groups}
+    bin_levels = [k / bins for k in range(1, bins)]
+    levels = sorted(set(PLOT_QUANTILES) | set(bin_levels))
+    plot_at = [levels.index(x) for x in PLOT_QUANTILES]
+    edge_at = [levels.index(x) for x in bin_levels]
+    frame, names = _tagged(df, groups, wanted)
+    merged = _summaries(frame, list(names.values()), levels)
+    out = {}
+    for key in groups:
+        found = {c: merged[(key, names[c])] for c in wanted if (key, names[c]) in merged}
+        if not found:
+            out[key] = dict(empty)
+            continue
+        summary, quantiles, edges = {}, {}, {}
+        for c in summary_columns:
+            m = found.get(c)
+            q = None if m is None else [m["q"][i] for i in plot_at]
+            quantiles[c] = q
+            entry = {"count": 0 if m is None else int(m["n"]),
+                     "mean": None if m is None else _num(m["mean"]), "std": None if m is None else _num(m["std"]),
+                     "min": None if m is None else _num(m["lo"]), "max": None if m is None else _num(m["hi"])}
+            for name, level in SUMMARY_QUANTILES:
+                entry[name] = None if q is None else float(q[PLOT_QUANTILES.index(level)])
+            summary[c] = entry
+        for c in profile_columns:
+            if c in found:
+                edges[c] = sorted(set(float(found[c]["q"][i]) for i in edge_at))
+        out[key] = {"summary": summary, "quantiles": quantiles, "edges": edges}
+    return out
 
 
 def group_counts(
     df,
     groups: Mapping[str, str],
     requests: Mapping[str, tuple[str, Mapping[str, Sequence[float]]]],
-    bins: int,
+    bins: int | None = None,
 ) -> dict[str, dict[str, list[int]]]:
-    """Histograms of several partitions against several edge sets, in one Spark job.
+    """Exact histograms of several partitions against several edge sets, in one Spark job.
 
     ``groups``: ``{key: SQL predicate}`` as for :func:`group_stats`; ``requests``:
-    ``{request id: (group key, {column: inner edges})}`` (at most ``bins - 1`` edges
-    each). Returns ``{request id: {column: rows per bin}}``. The edges travel as
-    data (a broadcast join on the group key), so the plan has one bin expression
-    per column however many partitions and edge sets there are.
+    ``{request id: (group key, {column: inner edges})}``; ``bins``, when given, is
+    the most bins an edge set may make. Returns ``{request id: {column: rows per
+    bin}}``. Each task bins its rows with numpy (:func:`~spark_scoring.executor.profiles.task_bin_counts`,
+    the rule of :func:`bin_counts`); Spark sums the tasks' counts.
     """
+    import functools
+
     import pyspark.sql.functions as F
-    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+
+    from ..executor.profiles import COUNTS_SCHEMA, task_bin_counts
 
     columns = list(dict.fromkeys(c for _key, edges in requests.values() for c in edges))
+    if bins is not None:
+        too_many = [(rid, c) for rid, (_k, edges) in requests.items() for c, e in edges.items() if len(e) >= bins]
+        if too_many:
+            raise ValueError(f"edge sets with more than {bins - 1} inner edges: {too_many[:3]}")
     if not requests or not columns:
         return {rid: {} for rid in requests}
-    frame, values = _tagged(df, groups, columns)
-    schema = StructType([StructField("_group", StringType()), StructField("_request", StringType()),
-                         *[StructField(f"e{i}", ArrayType(DoubleType())) for i in range(len(columns))]])
-    table = [(key, rid, *[None if c not in edges else [float(x) for x in edges[c]] for c in columns])
-             for rid, (key, edges) in requests.items()]
-    edges_df = df.sparkSession.createDataFrame(table, schema)
-    joined = frame.join(F.broadcast(edges_df), "_group")
-    # Long form: one (request, column, bin) row per value, then one small grouped count.
-    # A count per (column, bin) in one wide aggregation would repeat each column's bin
-    # expression once per bin, a generated method past the JVM's 64 KB limit (Spark then
-    # logs the failed compile and runs it interpreted).
-    indexes = F.array(*[_bin_index(values[c], F.col(f"e{i}"), bins) for i, c in enumerate(columns)])
-    long = joined.select("_request", F.posexplode(indexes).alias("_column", "_bin"))
-    found: dict[tuple[str, int, int], int] = {}
-    for row in long.where(F.col("_bin").isNotNull()).groupBy("_request", "_column", "_bin").count().collect():
-        found[(row["_request"], int(row["_column"]), int(row["_bin"]))] = int(row["count"])
-    out: dict[str, dict[str, list[int]]] = {}
-    for rid, (_key, edges) in requests.items():
-        out[rid] = {c: [found.get((rid, i, b), 0) for b in range(len(edges[c]) + 1)]
-                    for i, c in enumerate(columns) if c in edges}
-    return out
+    frame, names = _tagged(df, groups, columns)
+    plain = {rid: (key, {names[c]: [float(x) for x in e] for c, e in edges.items()})
+             for rid, (key, edges) in requests.items()}
+    task = functools.partial(task_bin_counts, requests=plain)
+    long = frame.mapInArrow(task, _ddl(COUNTS_SCHEMA))
+    found = {(r["r"], r["c"], int(r["b"])): int(r["n"])
+             for r in long.groupBy("r", "c", "b").agg(F.sum("n").alias("n")).collect()}
+    return {rid: {c: [found.get((rid, names[c], b), 0) for b in range(len(e) + 1)] for c, e in edges.items()}
+            for rid, (_key, edges) in requests.items()}
 
 
-def _bin_index(value, edges, bins: int):
-    """Bin ``#{edges <= x}`` of ``value`` for an array column of sorted inner edges (null: no bin)."""
-    import pyspark.sql.functions as F
+_ALL = "all"
 
-    expr = F.when(value.isNull() | edges.isNull(), F.lit(None).cast("int"))
-    for k in range(bins - 1):
-        expr = expr.when(value < F.try_element_at(edges, F.lit(k + 1)), F.lit(k))
-    return expr.otherwise(F.size(edges))
+
+def _summaries(frame, columns: Sequence[str], levels: Sequence[float]) -> dict[tuple[str, str], dict]:
+    """``{(group key, column): {n, mean, std, lo, hi, q}}``: the tasks' summaries merged per group and
+    column in the workers (:mod:`spark_scoring.executor.profiles`), one Spark job."""
+    import functools
+
+    from ..executor.profiles import MERGED_SCHEMA, SUMMARY_SCHEMA, merge_at, task_summaries
+
+    parts = frame.mapInArrow(functools.partial(task_summaries, columns=list(columns)), _ddl(SUMMARY_SCHEMA))
+    merged = parts.groupBy("g", "c").applyInArrow(merge_at(levels), _ddl(MERGED_SCHEMA))
+    return {(r["g"], r["c"]): r.asDict() for r in merged.collect()}
+
+
+def _ddl(schema) -> str:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema).simpleString()[len("struct<"):-1].replace(":", " ")
 
 
 def _tagged(df, groups: Mapping[str, str], columns: Sequence[str]):
-    """``df``'s rows of the groups, tagged with their key (``_group``), narrowed to ``columns``' values."""
+    """``df``'s rows of the groups, tagged with their key (``_group``), narrowed to ``columns``'
+    values as doubles (NaN as null) named ``v0, v1, ...``; returns ``(frame, {column: name})``."""
     import pyspark.sql.functions as F
 
     col = _resolver(df)
     tag = None
     for key, predicate in groups.items():
         tag = (F if tag is None else tag).when(F.expr(predicate), F.lit(key))
-    values = {c: f"v{i}" for i, c in enumerate(columns)}
-    frame = df.select(tag.alias("_group"), *[col(c).alias(n) for c, n in values.items()])
-    frame = frame.where(F.col("_group").isNotNull())
-    return frame, {c: F.col(n) for c, n in values.items()}
-
-
-def _stat_aggs(values, summary_columns: Sequence[str], profile_columns: Sequence[str], bins: int) -> list:
-    """The aggregations of a partition's summary (scores) and bin edges (scores and features)."""
-    import pyspark.sql.functions as F
-
-    bin_levels = [k / bins for k in range(1, bins)]
-    aggs = []
-    for i, c in enumerate(summary_columns):
-        v = values[c]
-        aggs += [
-            F.count(v).alias(f"s{i}_count"), F.mean(v).alias(f"s{i}_mean"), F.stddev_samp(v).alias(f"s{i}_std"),
-            F.min(v).alias(f"s{i}_min"), F.max(v).alias(f"s{i}_max"),
-            F.percentile_approx(v, list(PLOT_QUANTILES), _ACCURACY).alias(f"s{i}_q"),
-        ]
-    for i, c in enumerate(profile_columns):
-        aggs.append(F.percentile_approx(values[c], bin_levels, _ACCURACY).alias(f"e{i}"))
-    return aggs
-
-
-def _stat_values(row, summary_columns: Sequence[str], profile_columns: Sequence[str]) -> dict[str, Any]:
-    """``{summary, quantiles, edges}`` from one row of :func:`_stat_aggs`."""
-    summary, quantiles = {}, {}
-    for i, c in enumerate(summary_columns):
-        q = row[f"s{i}_q"]
-        quantiles[c] = None if q is None else [float(x) for x in q]
-        entry = {"count": int(row[f"s{i}_count"])}
-        for key in ("mean", "std", "min", "max"):
-            entry[key] = _num(row[f"s{i}_{key}"])
-        for name, level in SUMMARY_QUANTILES:
-            entry[name] = None if q is None else float(q[PLOT_QUANTILES.index(level)])
-        summary[c] = entry
-    edges = {}
-    for i, c in enumerate(profile_columns):
-        e = row[f"e{i}"]
-        if e is not None:
-            edges[c] = sorted(set(float(x) for x in e))
-    return {"summary": summary, "quantiles": quantiles, "edges": edges}
-
-
-def _prepare(df, columns: Sequence[str], edges: Mapping[str, Sequence[float]]):
-    """``df`` narrowed to the values (double, NaN as null) and bin indexes the aggregation needs.
-
-    Returns ``(frame, {column: value Column}, {column: bin index Column})``. The bin
-    index is computed once per row in this projection (Spark keeps a projection
-    whose non-trivial columns are used many times), not once per bin count.
-    """
-    import pyspark.sql.functions as F
-
-    col = _resolver(df)
-    values = {c: f"v{i}" for i, c in enumerate(columns)}
-    index = {c: f"b{i}" for i, c in enumerate(edges)}
-    projected = [col(c).alias(name) for c, name in values.items()]
-    for c, name in index.items():
-        value = col(c)
-        expr = F.when(value.isNull(), F.lit(None).cast("int"))
-        for k, e in enumerate(edges[c]):  # bin k: edges[k-1] <= x < edges[k], as searchsorted(side="right")
-            expr = expr.when(value < F.lit(float(e)), F.lit(k))
-        projected.append(expr.otherwise(F.lit(len(edges[c]))).alias(name))
-    frame = df.select(*projected)
-    return frame, {c: F.col(n) for c, n in values.items()}, {c: F.col(n) for c, n in index.items()}
+    names = {c: f"v{i}" for i, c in enumerate(columns)}
+    frame = df.select(tag.alias("_group"), *[col(c).alias(n) for c, n in names.items()])
+    return frame.where(F.col("_group").isNotNull()), names
 
 
 def compare_scores(df, first: str, second: str, *, threshold: float = 0.5, bins: int = 10) -> dict[str, Any]:
-    """Compare two score columns of the same rows (champion vs challenger) in two Spark jobs.
+    """Compare two score columns of the same rows (champion vs challenger) in three Spark jobs.
 
     Returns ``rows``, per column ``mean``/``std``/``quantiles`` (PLOT_QUANTILES),
     ``correlation``, ``mean_abs_diff``, ``max_abs_diff``, ``agreement`` (the
@@ -325,29 +273,29 @@ def compare_scores(df, first: str, second: str, *, threshold: float = 0.5, bins:
     """
     import pyspark.sql.functions as F
 
-    frame, values, _ = _prepare(df, [first, second], {})
-    a, b = values[first], values[second]
-    frame = frame.where(a.isNotNull() & b.isNotNull())  # the rows both models scored
-    row = frame.agg(
+    col = _resolver(df)
+    a, b = col(first), col(second)
+    both = df.where(a.isNotNull() & b.isNotNull())  # the rows both models scored
+    row = both.agg(
         F.count(F.lit(1)).alias("n"),
         F.mean(a).alias("mean_a"), F.mean(b).alias("mean_b"),
         F.stddev_samp(a).alias("std_a"), F.stddev_samp(b).alias("std_b"),
         F.corr(a, b).alias("corr"),
         F.mean(F.abs(a - b)).alias("mad"), F.max(F.abs(a - b)).alias("maxad"),
         F.mean(F.when((a >= threshold) == (b >= threshold), 1.0).otherwise(0.0)).alias("agree"),
-        F.percentile_approx(a, list(PLOT_QUANTILES), _ACCURACY).alias("qa"),
-        F.percentile_approx(b, list(PLOT_QUANTILES), _ACCURACY).alias("qb"),
-        F.percentile_approx(a, [k / bins for k in range(1, bins)], _ACCURACY).alias("ea"),
     ).head()
     if not row["n"]:
         raise ValueError(f"no rows with both {first!r} and {second!r} to compare")
-    edges = sorted(set(float(x) for x in row["ea"]))
+    bin_levels = [k / bins for k in range(1, bins)]
+    found = column_quantiles(both, [first, second], list(PLOT_QUANTILES) + bin_levels)
+    qa, qb = found[first][:len(PLOT_QUANTILES)], found[second][:len(PLOT_QUANTILES)]
+    edges = sorted(set(found[first][len(PLOT_QUANTILES):]))
     counts = histograms(df, {first: edges, second: edges})  # each column's non-null values
     return {
         "rows": int(row["n"]),
         "columns": (first, second),
-        first: {"mean": _num(row["mean_a"]), "std": _num(row["std_a"]), "quantiles": [float(x) for x in row["qa"]]},
-        second: {"mean": _num(row["mean_b"]), "std": _num(row["std_b"]), "quantiles": [float(x) for x in row["qb"]]},
+        first: {"mean": _num(row["mean_a"]), "std": _num(row["std_a"]), "quantiles": qa},
+        second: {"mean": _num(row["mean_b"]), "std": _num(row["std_b"]), "quantiles": qb},
         "correlation": _num(row["corr"]),
         "mean_abs_diff": _num(row["mad"]),
         "max_abs_diff": _num(row["maxad"]),

@@ -4,13 +4,14 @@ Runs on: the driver. :class:`Profiles` turns a committed group of partitions
 (one ``output.partitions_per_commit`` commit) into one record per partition:
 the score summary, the percentiles for plots, and the PSI of every score and
 feature column against the partition's reference (``drift.reference``). The
-group costs two aggregations over the output table, whatever its size:
+group costs two Spark jobs over the output table, whatever its size (their
+per-row work in the Python workers, :mod:`spark_scoring.executor.profiles`):
 
 1. :func:`~.drift.group_stats`: each partition's summary, plot percentiles and
    bin edges (grouped by partition);
 2. :func:`~.drift.group_counts`: each partition's rows in its reference's bins
    (for its PSI) and in its own bins (for when it is a later partition's
-   reference), the edges joined in as data.
+   reference), exact, the edges shipped to the tasks with the job.
 
 Profiles of partitions of this run are kept, so ``reference: previous`` reads
 no partition twice; a reference outside the run (scored by an earlier run, or
@@ -181,11 +182,11 @@ class Profiles:
         return ref, edges, ""
 
     def _partitions(self) -> dict[str | None, Any]:
-        """``{partition text: value}`` of the pinned input snapshot (one Spark job per run)."""
+        """``{partition text: value}`` of the pinned input snapshot (from its log, else one Spark job; once a run)."""
         if self._input_partitions is None:
-            from ..delta.tables import partition_counts
+            from ..job.sources import input_partition_counts
 
-            values = partition_counts(self.plan.snapshot, self.cfg.input.partition_by)
+            values = input_partition_counts(self.plan)
             self._input_partitions = {partition_text(v): v for v in values}
         return self._input_partitions
 

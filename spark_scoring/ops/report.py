@@ -72,6 +72,13 @@ def _density(quantiles: Sequence[float], edges: np.ndarray) -> np.ndarray:
     return np.diff(cdf)
 
 
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
 def distribution_figure(title: str, series: Mapping[str, Sequence[float]], bins: int = 40):
     """Overlaid histograms of distributions given by their PLOT_QUANTILES (label -> percentiles)."""
     fig = _figure(7, 3.6)
@@ -83,12 +90,16 @@ def distribution_figure(title: str, series: Mapping[str, Sequence[float]], bins:
         if hi <= lo:
             hi = lo + 1e-9 if lo == 0 else lo + abs(lo) * 1e-6
         edges = np.linspace(lo, hi, bins + 1)
-        for label, q in series.items():
+        many = len(series) > 8  # a backfill's group: colours in partition order, the ends labelled
+        colours = iter(_colours(len(series))) if many else None
+        for i, (label, q) in enumerate(series.items()):
             mass = _density(q, edges)
             if len(set(q)) == 1:  # a constant: all mass in its bin
                 mass = np.zeros(bins)
                 mass[min(int(np.searchsorted(edges, q[0], side="right")) - 1, bins - 1)] = 1.0
-            ax.stairs(mass, edges, label=label, fill=False, linewidth=1.6)
+            shown = label if not many or i in (0, len(series) - 2, len(series) - 1) else "_nolegend_"
+            ax.stairs(mass, edges, label=shown, fill=False, linewidth=1.0 if many else 1.6,
+                      color=next(colours) if many else None)
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no numeric scores", ha="center", va="center", transform=ax.transAxes)

@@ -20,7 +20,9 @@ the job's run id (the ``scoring_run_id`` column and the audit table's
   ``seconds``, ``rows_per_second``; for each numeric output column
   ``score/<col>/{mean,std,p01,p25,p50,p75,p99}``; ``psi/<col>`` for each score
   and feature column and ``drift/max_psi``; totals ``total_rows_*`` at the end;
-- artifacts: ``plots/score_distribution_<partition>.png`` per partition,
+- artifacts: ``plots/score_distribution_<partition>.png`` per committed group (one
+  partition over its reference; a group of several partitions committed together:
+  ``score_distribution_<first>_to_<last>.png``, each partition's distribution),
   ``partition_stats.json``, ``partitions.json`` and ``drift/drift_report.{json,png,html}``.
 
 The summary of a partition is computed from the committed output partition
@@ -248,24 +250,37 @@ class RunTracker(Observer):
                     values[_metric_key("psi", col)] = v
                 if record["psi"]:
                     values["drift/max_psi"] = max(record["psi"].values())
-                if record["quantiles"]:
-                    self._plot(record, os.path.join(plots, f"score_distribution_{_file_part(result.partition)}.png"))
             metrics += [Metric(k, float(v), now, step) for k, v in values.items()]
+        self._plot([record for _r, record, _s in entries if record is not None and record["quantiles"]], plots)
         for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(self.mlflow_run_id, metrics=metrics[i:i + 900])
         if os.path.isdir(plots):
             client.log_artifacts(self.mlflow_run_id, plots, "plots")
 
     @staticmethod
-    def _plot(record: dict, path: str) -> None:
+    def _plot(records: list[dict], folder: str) -> None:
+        """The group's score distributions in ONE figure: a partition over its reference, or, for a
+        group of several partitions, each partition's distribution (the first one's reference too)."""
         from .report import distribution_figure, save_png
 
-        series = {f"{c} ({record['partition_column'] or 'table'}={record['partition']})": q
-                  for c, q in record["quantiles"].items() if q}
-        for c, q in record["reference_quantiles"].items():
-            if c in record["quantiles"] and q:
-                series[f"{c} (reference {record['reference']})"] = q
-        save_png(distribution_figure(f"score distribution, partition {record['partition']}", series), path)
+        if not records:
+            return
+        first, last = records[0], records[-1]
+        column = first["partition_column"] or "table"
+        series = {}
+        for record in records:
+            for c, q in record["quantiles"].items():
+                if q:
+                    series[f"{c} ({column}={record['partition']})"] = q
+        for c, q in first["reference_quantiles"].items():
+            if c in first["quantiles"] and q:
+                series[f"{c} (reference {first['reference']})"] = q
+        if len(records) == 1:
+            name, title = _file_part(first["partition"]), f"score distribution, partition {first['partition']}"
+        else:
+            name = f"{_file_part(first['partition'])}_to_{_file_part(last['partition'])}"
+            title = f"score distributions, {len(records)} partitions {first['partition']} .. {last['partition']}"
+        save_png(distribution_figure(title, series), os.path.join(folder, f"score_distribution_{name}.png"))
 
     # ----------------------------------------------------------------- finish
     def finish(self, job_result, failed: bool) -> None:

@@ -85,6 +85,8 @@ def test_registry_unreachable_exits_2_before_any_write(spark, registry, rel_inpu
             "'models:/demo_churn@champion'") in log
     assert "Fix: check the job config's mlflow.tracking_uri / mlflow.registry_uri (or MLFLOW_TRACKING_URI" in log
     assert "ValueError" not in log  # refused connections, not a malformed setting
+    # the console script's quiet console: none of Spark's start-up banner, Ivy or progress bars
+    assert "Setting default log level" not in log and ":: resolving dependencies" not in log, log[-4000:]
     assert _snapshot(spark, scored) == before
 
 
