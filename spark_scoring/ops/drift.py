@@ -106,6 +106,9 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 # Each helper is one Spark job whose work runs in the Python workers
 # (:mod:`spark_scoring.executor.profiles`): the rows are never collected, only
 # per-group summaries and bin counts come back.
+_ALL = "all"  # the group key of helpers over a whole DataFrame
+
+
 def column_quantiles(df, columns: Sequence[str], levels: Sequence[float]) -> dict[str, list[float] | None]:
     """``{column: [quantile at each level]}`` in one Spark job (``None``: no values)."""
     if not columns:
@@ -226,9 +229,6 @@ def group_counts(
              for r in long.groupBy("r", "c", "b").agg(F.sum("n").alias("n")).collect()}
     return {rid: {c: [found.get((rid, names[c], b), 0) for b in range(len(e) + 1)] for c, e in edges.items()}
             for rid, (_key, edges) in requests.items()}
-
-
-_ALL = "all"
 
 
 def _summaries(frame, columns: Sequence[str], levels: Sequence[float]) -> dict[tuple[str, str], dict]:
