@@ -63,9 +63,13 @@ class TableRef:
         """The folder delta-rs reads this table's log from (None: ask Spark)."""
         return delta_log.log_path(self.name, not is_connect(spark)) if self.is_path else None
 
-    def exists(self, spark: SparkSession) -> bool:
+    def _from_log(self, spark: SparkSession, ask, *args):
+        """``ask(folder, *args)`` of :mod:`.log` for a local table; None: ask Spark."""
         local = self.local_log(spark)
-        found = delta_log.exists(local) if local else None
+        return ask(local, *args) if local else None
+
+    def exists(self, spark: SparkSession) -> bool:
+        found = self._from_log(spark, delta_log.exists)
         if found is not None:
             return found
         if self.is_path and is_connect(spark):
@@ -91,8 +95,7 @@ class TableRef:
         return reader.load(self.name) if self.is_path else reader.table(self.sql)
 
     def latest_version(self, spark: SparkSession) -> int:
-        local = self.local_log(spark)
-        version = delta_log.latest_version(local) if local else None
+        version = self._from_log(spark, delta_log.latest_version)
         if version is not None:
             return version
         return int(spark.sql(f"DESCRIBE HISTORY {self.sql} LIMIT 1").head()["version"])
@@ -100,8 +103,7 @@ class TableRef:
     def history(self, spark: SparkSession, limit: int | None = None) -> list[dict]:
         """``DESCRIBE HISTORY`` rows as dicts, newest first."""
         limit_sql = f" LIMIT {non_negative_int('limit', limit)}" if limit is not None else ""
-        local = self.local_log(spark)
-        entries = delta_log.history(local, limit) if local else None
+        entries = self._from_log(spark, delta_log.history, limit)
         if entries is not None:
             return entries
         # SQL, not DeltaTable.history(): the same rows, and it also works on Spark
@@ -124,8 +126,7 @@ class TableRef:
         return parts, location
 
     def partition_columns(self, spark: SparkSession) -> list[str]:
-        local = self.local_log(spark)
-        columns = delta_log.partition_columns(local) if local else None
+        columns = self._from_log(spark, delta_log.partition_columns)
         return columns if columns is not None else self._describe(spark)[0]
 
     def location(self, spark: SparkSession) -> str:

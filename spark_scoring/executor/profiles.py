@@ -156,9 +156,12 @@ def task_bin_counts(batches: Iterable[pa.RecordBatch],
     found: dict[tuple[str, str], np.ndarray] = {}
     for batch in batches:
         for key, rows in _by_group(batch):
+            values: dict[str, np.ndarray] = {}  # a column's values once, however many requests bin them
             for rid, edges in by_group.get(key, ()):
                 for name, e in edges.items():
-                    counts = np.bincount(bin_index(_values(batch, name, rows), e), minlength=len(e) + 1)
+                    if name not in values:
+                        values[name] = _values(batch, name, rows)
+                    counts = np.bincount(bin_index(values[name], e), minlength=len(e) + 1)
                     have = found.get((rid, name))
                     found[(rid, name)] = counts if have is None else have + counts
     out = [{"r": rid, "c": name, "b": b, "n": int(v)}

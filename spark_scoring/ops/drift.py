@@ -178,14 +178,15 @@ def group_stats(
         summary, quantiles, edges = {}, {}, {}
         for c in summary_columns:
             m = found.get(c)
-            q = None if m is None else [m["q"][i] for i in plot_at]
-            quantiles[c] = q
-            entry = {"count": 0 if m is None else int(m["n"]),
-                     "mean": None if m is None else _num(m["mean"]), "std": None if m is None else _num(m["std"]),
-                     "min": None if m is None else _num(m["lo"]), "max": None if m is None else _num(m["hi"])}
-            for name, level in SUMMARY_QUANTILES:
-                entry[name] = None if q is None else float(q[PLOT_QUANTILES.index(level)])
-            summary[c] = entry
+            if m is None:  # no value of this score in the partition
+                quantiles[c] = None
+                summary[c] = {"count": 0, **dict.fromkeys(["mean", "std", "min", "max",
+                                                            *(name for name, _ in SUMMARY_QUANTILES)])}
+                continue
+            q = quantiles[c] = [m["q"][i] for i in plot_at]
+            summary[c] = {"count": int(m["n"]), "mean": _num(m["mean"]), "std": _num(m["std"]),
+                          "min": _num(m["lo"]), "max": _num(m["hi"]),
+                          **{name: float(q[PLOT_QUANTILES.index(level)]) for name, level in SUMMARY_QUANTILES}}
         for c in profile_columns:
             if c in found:
                 edges[c] = sorted(set(float(found[c]["q"][i]) for i in edge_at))
