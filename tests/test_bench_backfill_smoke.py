@@ -77,7 +77,9 @@ def test_backfill_bench_smoke_every_path_writes_every_row_and_agrees(tmp_path):
     assert {f"ds={p}" for p in b["partitions"][:2]} <= windows, windows
     assert b["jobs"] and all(j["end"] is not None and j["end"] >= j["start"] for j in b["jobs"])
     for p in b["partitions"]:  # spark_scoring labels each partition's jobs
-        assert any(f"ds={p} (count)" in j["description"] for j in b["jobs"]), p
+        assert any(f"ds={p} (score+write)" in j["description"] for j in b["jobs"]), p
+        # a clean partition on the direct scan: counted by its scoring pass, no count job
+        assert not any(f"ds={p} (count)" in j["description"] for j in b["jobs"]), p
     kinds = {e["kind"] for e in b["round_trips"]}
     assert {"mlflow", "action"} <= kinds, kinds  # the tracked job talks to MLflow
     focus = b["focus_lines"]

@@ -510,3 +510,63 @@ def test_conflicts_are_retried_then_reported():
 
     with pytest.raises(KeyError, match="not a conflict"):
         delta_io._retry_conflicts(broken, ref, "", 5, 0.0, sleep=sleeps.append)
+
+
+def test_file_statistics_prove_columns_clean_only_without_null_nan_or_infinity(spark, tmp_path):
+    """The direct scan skips its count pass only for columns every file's Delta statistics prove
+    clean: Spark's min / max are NaN when a NaN is there and +-Infinity with an infinity."""
+    from spark_scoring.engine.scan_log import read_snapshot
+
+    rows = [("a", 1, 1.0, 2.0, 3.0, 0.5), ("a", 2, float("nan"), float("inf"), float("-inf"), 0.5),
+            ("b", 3, None, 5.0, 1.0, 0.5), ("c", 4, 1.5, 2.5, 3.5, 0.5)]
+    path = str(tmp_path / "t")
+    (spark.createDataFrame(rows, "ds string, id long, x double, y double, z double, w double")
+     .write.format("delta").partitionBy("ds").save(path))
+    clean = {f.partition_values["ds"]: f.clean for f in read_snapshot(path, None).files}
+    assert clean == {"a": {"id", "w"}, "b": {"id", "y", "z", "w"}, "c": {"id", "x", "y", "z", "w"}}
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.dataSkippingNumIndexedCols' = '2')")
+    spark.createDataFrame([("d", 5, 1.0, 1.0, 1.0, 1.0)], "ds string, id long, x double, y double, z double, w double") \
+        .write.format("delta").mode("append").save(path)
+    newest = {f.partition_values["ds"]: f.clean for f in read_snapshot(path, None).files}["d"]
+    assert newest == {"id", "x"}  # no statistics for the columns past the first two: not proven
+
+
+@pytest.mark.parametrize("deletion_vectors", [False, True])
+def test_audit_rows_after_the_first_are_appended_by_delta_rs_and_read_back_by_spark(spark, tmp_path, deletion_vectors):
+    import dataclasses
+
+    from spark_scoring.delta.log import history
+    from spark_scoring.job.audit import AuditRecord, write_audit
+    from spark_scoring.session import runtime_conf
+
+    at = dt.datetime(2026, 12, 7, 10, 30, 15, 123456, tzinfo=dt.timezone.utc)
+
+    def record(i):
+        return AuditRecord("run", "key", "out", "ds", f"2026-01-{i:02d}", "models:/m/1", "m/1", "in", 3, "snapshot",
+                           None if i == 2 else 7, 10 + i, 9 + i, 1, 0.25 * i, "scored", f"it's {i}", at, at)
+
+    table = str(tmp_path / "audit")
+    with runtime_conf(spark, {"spark.databricks.delta.properties.defaults.enableDeletionVectors":
+                              str(deletion_vectors).lower()}):
+        write_audit(spark, table, [record(1)])  # created by Spark
+        write_audit(spark, table, [record(2), record(3)])  # appended by delta-rs
+        spark.sql(f"DELETE FROM delta.`{table}` WHERE partition = '2026-01-01'")
+        write_audit(spark, table, [record(4)])
+    engines = [h.get("engineInfo", "") for h in history(table)]
+    assert [e.startswith("delta-rs") for e in engines] == [True, False, True, False]  # newest first
+    got = sorted((r.asDict() for r in spark.read.format("delta").load(table).collect()), key=lambda r: r["partition"])
+    want = [{**dataclasses.asdict(record(i)), "started_at": at.replace(tzinfo=None),
+             "finished_at": at.replace(tzinfo=None)} for i in (2, 3, 4)]
+    assert got == want
+
+
+def test_audit_rows_that_do_not_fit_the_table_are_refused_by_spark_as_before(spark, tmp_path):
+    from spark_scoring.job.audit import AuditRecord, write_audit
+
+    table = str(tmp_path / "audit")
+    spark.createDataFrame([("run",)], "run_id string").write.format("delta").save(table)
+    now = dt.datetime.now(dt.timezone.utc)
+    with pytest.raises(Exception, match="(?i)schema"):
+        write_audit(spark, table, [AuditRecord("r", "k", "o", None, None, "m", "v", "in", 1, "snapshot", 1, 1, 1, 0,
+                                               0.1, "scored", "", now, now)])
+    assert spark.read.format("delta").load(table).count() == 1

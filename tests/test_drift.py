@@ -118,6 +118,86 @@ def test_merged_summaries_are_exact_when_each_task_sends_all_its_values():
     assert _merged(parts, "v", PLOT_QUANTILES)["q"] == list(np.quantile(values, PLOT_QUANTILES, method="inverted_cdf"))
 
 
+# ------------------------------------------- the scoring pass's sketches (no JVM)
+def _sketch(values, tasks=3, batches=4, k=None):
+    """``values`` split into ``tasks`` tasks of ``batches`` record batches each, sketched, merged."""
+    from spark_scoring.executor.profiles import SUMMARY_POINTS, ColumnSketch
+
+    k = k or SUMMARY_POINTS
+    sketches = []
+    for part in np.array_split(np.asarray(values, dtype=float), tasks):
+        s = ColumnSketch(k)
+        for chunk in np.array_split(part, batches):
+            s.add(chunk)
+        sketches.append(ColumnSketch.from_state(s.state()))  # shipped as the task ships it
+    return ColumnSketch.merge(sketches, k)
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(1).normal(size=900),                               # every value kept
+    np.random.default_rng(2).integers(0, 6, size=200_000).astype(float),    # few distinct values, many rows
+], ids=["small", "discrete"])
+def test_sketch_is_exact_when_it_keeps_every_distinct_value(values):
+    sk = _sketch(values)
+    assert sk.n == values.size
+    assert sk.summary()["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert sk.summary()["std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+    assert (sk.summary()["min"], sk.summary()["max"]) == (values.min(), values.max())
+    assert sk.quantiles(PLOT_QUANTILES) == list(np.quantile(values, PLOT_QUANTILES, method="inverted_cdf"))
+    for edges in (quantile_edges(values, 10), [-1.0, 0.5, 2.0, 2.0 + 1e-9, 99.0]):
+        assert sk.bin_counts(edges) == list(bin_counts(values, edges))
+
+
+def test_sketch_of_many_values_is_within_one_kth_in_rank_and_counts(monkeypatch):
+    from spark_scoring.executor import profiles
+
+    monkeypatch.setattr(profiles, "COMPACT_AT", 5_000)  # compactions inside each task too
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.exponential(size=150_000), [np.nan] * 10, rng.normal(5, 1, size=50_000)])
+    k = 200
+    sk = _sketch(values, tasks=4, batches=9, k=k)
+    data = values[~np.isnan(values)]
+    ordered, n = np.sort(data), data.size
+    assert sk.n == n and sk.summary()["mean"] == pytest.approx(data.mean(), rel=1e-12)
+    assert sk.v.size <= 2 * (k + 1)
+    for level, q in zip(PLOT_QUANTILES, sk.quantiles(PLOT_QUANTILES)):
+        assert q in set(data.tolist())
+        below = np.searchsorted(ordered, q, side="left") / n
+        upto = np.searchsorted(ordered, q, side="right") / n
+        assert below - 1 / k <= level <= upto + 1 / k, (level, q, below, upto)
+    edges = quantile_edges(data, 10)
+    got, want = np.array(sk.bin_counts(edges)), bin_counts(data, edges)
+    assert got.sum() == n and np.max(np.abs(got - want)) <= 2 * n / k
+    assert abs(psi_from_counts(want, got)) < 1e-3  # the PSI of the data with itself, through the sketch
+    shifted = rng.exponential(1.3, size=100_000)
+    exact = psi_from_counts(bin_counts(data, edges), bin_counts(shifted, edges))
+    assert psi_from_counts(sk.bin_counts(edges), _sketch(shifted, k=k).bin_counts(edges)) == pytest.approx(exact, abs=0.01)
+
+
+def test_task_profiler_sketches_per_group_and_struct_field_and_a_retried_task_counts_once():
+    import pyarrow as pa
+
+    from spark_scoring.executor.profiles import KeyedStates, TaskProfiler, merge_task_states, task_rows
+
+    def batch(ds, x):
+        return pa.record_batch({"ds": pa.array(ds), "x": pa.array(x, pa.float64()),
+                                "s": pa.StructArray.from_arrays([pa.array(x, pa.float64())], ["score"])})
+
+    one, two = TaskProfiler("ds", ["x", "s.score", "missing"]), TaskProfiler("ds", ["x", "s.score"])
+    one.add(batch(["a"] * 3, [1.0, 2.0, None]))
+    one.add(batch(["a", "b", "b"], [3.0, 10.0, float("nan")]))
+    two.add(batch(["b"], [20.0]))
+    param = KeyedStates()
+    acc = param.zero(None)
+    for update in ({0: one.states()}, {1: two.states()}, {0: one.states()}):  # task 0 twice: a retry
+        acc = param.addInPlace(acc, update)
+    assert task_rows(acc) == {"a": 4, "b": 3}  # rows handed on, null features included
+    merged = merge_task_states(acc)
+    assert merged[("a", "x")].quantiles([0, 0.5, 1]) == [1.0, 2.0, 3.0]
+    assert merged[("b", "s.score")].n == 2 and merged[("b", "s.score")].summary()["mean"] == 15.0
+    assert ("a", "missing") not in merged
+
+
 def test_task_bin_counts_equal_numpy_per_group_and_request():
     import pyarrow as pa
 

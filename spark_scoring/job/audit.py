@@ -58,11 +58,16 @@ class AuditRecord:
 
 
 def write_audit(spark, table: str, records: list[AuditRecord]) -> None:
-    """Append records to the audit Delta table (created on first use)."""
+    """Append records to the audit Delta table (created by Spark on first use): one commit, written
+    by delta-rs for a local table that exists (:func:`spark_scoring.delta.log.append`), else by Spark."""
     if not records:
         return
+    ref = TableRef.parse(table)
+    local = ref.local_log(spark)
+    if local and delta_log.exists(local) and delta_log.append(local, [asdict(r) for r in records]):
+        return
     df = spark.createDataFrame([tuple(asdict(r).values()) for r in records], AUDIT_SCHEMA)
-    append_rows(spark, df, TableRef.parse(table))
+    append_rows(spark, df, ref)
 
 
 def read_audit(spark, table: str, job_key: str | None = None):

@@ -41,6 +41,12 @@ class Observer:
     def planned(self, ctx: RunContext, todo: Sequence[Unit], skipped: Sequence[PartitionResult]) -> None:
         """The run id is settled and the units are known."""
 
+    def profile_columns(self, ctx: RunContext, schema) -> Sequence[str]:
+        """Numeric columns of the scored rows (``schema``) this observer wants summarised per unit in the
+        scoring pass itself (``"a.b"``: a struct's field); the sketches reach :meth:`group_done` in
+        ``ctx.scan_profiles`` where the scoring path can make them (the direct scan)."""
+        return ()
+
     def after_commit(self, ctx: RunContext, unit: Unit) -> None:
         """A unit's output commit is made, before its audit row."""
 

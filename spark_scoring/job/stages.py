@@ -2,8 +2,10 @@
 
 Runs on: the driver (each stage starts Spark jobs or Delta commits).
 
-:func:`score_unit` runs them in order: **recover** (the unit's commit already
-exists: report it, score nothing), **count** (rows and bad rows in one pass),
+:func:`score_group` runs them in order: **recover** (the unit's commit already
+exists: report it, score nothing), **count** (rows and bad rows in one pass;
+skipped when the group takes the direct scan and its files' Delta statistics
+prove the features clean: the scoring pass then counts, see :func:`_single_pass`),
 **gate** (``bad_rows: fail`` stops before any write), **quarantine** (bad rows,
 and stale quarantine rows of a clean rescore, to the quarantine table),
 **score** (the direct Arrow scan for a clean partition that can take it, else
@@ -91,6 +93,11 @@ class RunContext:
     run_id: str
     committed: History = field(default=None, compare=False)
     explicit: bool = False  # partitions were asked for (a rerun compares input versions)
+    #: ``{unit text: {column: ColumnSketch}}`` of the units the scoring pass summarised (see
+    #: ``Observer.profile_columns``); a group's entries are set after its commit, before ``group_done``
+    scan_profiles: dict = field(default_factory=dict, compare=False)
+    #: what the run learnt on the way: ``"bad_rows_seen"`` (later groups count before scoring)
+    flags: set = field(default_factory=set, compare=False)
 
 
 def txn(ctx: RunContext, units) -> tuple[str, int]:
@@ -134,6 +141,8 @@ class _Work:
         self.df = source_df if column is None else source_df.where(partitions_predicate(column, self.values))
         self._scan = None
         self.persisted = None  # the scored frame held while its rows are split (model row errors)
+        self.profile = None  # the direct scan's ScanProfile, when observers asked for one
+        self.single_pass = False  # rows and bad rows counted by the scoring pass itself (see _single_pass)
 
     @property
     def label(self) -> str:
@@ -279,8 +288,22 @@ def quarantine(work: _Work, bad: int, app_id: str, txn_version: int, metadata: d
     )
 
 
-def _direct(work: _Work, clean: bool):
-    """The units scored by the direct Arrow scan as ``(DataFrame, "direct_scan")``, or ``(None, reason)``."""
+def _profile(work: _Work, df, udf, output_col: str, observers):
+    """The ScanProfile of the scan: the observers' columns (their union) and, in a single pass,
+    the rows per unit; None when nothing is asked."""
+    from ..engine.direct_scan import ScanProfile, scan_schema
+
+    plan = work.plan
+    wanted: list[str] = []
+    if observers:
+        schema = scan_schema(df, udf, keep=plan.snapshot.columns, output_col=output_col)
+        wanted = list(dict.fromkeys(c for o in observers for c in (o.profile_columns(work.ctx, schema) or ())))
+    return ScanProfile.make(plan.spark, plan.partition_by, wanted, rows=work.single_pass)
+
+
+def _direct(work: _Work, clean: bool, observers=()):
+    """The units scored by the direct Arrow scan as ``(DataFrame, "direct_scan")``, or ``(None, reason)``;
+    with observers that ask for column profiles, the scan also sketches them (``work.profile``)."""
     plan = work.plan
     cfg = plan.cfg
     if cfg.engine.path == "udf":
@@ -302,8 +325,9 @@ def _direct(work: _Work, clean: bool):
         if not scan.direct:
             log.warning("partition %s uses the UDF path: %s", work.label, scan.reason)
             return None, f"udf ({scan.reason})"
+        work.profile = _profile(work, df, p.udf, p.output_column, observers)
         out = scan_dataframe(plan.spark, scan, df, p.udf, keep=plan.snapshot.columns,
-                             output_col=p.output_column, columns=list(p.columns))
+                             output_col=p.output_column, columns=list(p.columns), profile=work.profile)
     except Exception as exc:  # noqa: BLE001 - planning only (nothing ran): the UDF path decides
         reason = f"direct scan planning failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         log.warning("partition %s uses the UDF path: %s", work.label, reason)
@@ -320,7 +344,7 @@ def captures_row_errors(plan: JobPlan) -> bool:
     return any(p.udf.plan(list(p.columns)).runner == "pyfunc" for p in plan.models)
 
 
-def score(work: _Work, bad: int):
+def score(work: _Work, bad: int, observers=()):
     """The units' good rows with the prediction column(s) and lineage, and which path scores them.
 
     With models that may raise on single rows (:func:`captures_row_errors`), each row
@@ -330,7 +354,7 @@ def score(work: _Work, bad: int):
 
     plan = work.plan
     lineage = lineage_columns([(p.output_column, p.model) for p in plan.models], work.ctx.run_id)
-    direct, engine_path = _direct(work, clean=not bad)
+    direct, engine_path = _direct(work, clean=not bad, observers=observers)
     if direct is not None:
         return direct.withColumns(lineage), engine_path
     df = work.df.where(~bad_condition(plan.checks)) if bad else work.df
@@ -410,6 +434,93 @@ def _written_rows(plan: JobPlan, version: int | None) -> int | None:
     return None
 
 
+def _single_pass(ctx: RunContext, work: _Work) -> bool:
+    """Can this group skip the count pass? Yes when it takes the direct scan, the Delta statistics
+    of every file it reads prove its feature columns free of null, NaN and infinity (a null count of
+    0, a finite min and max), and nothing is left to clear in the quarantine table. Rows in are then
+    the input's planned rows (its Delta log), checked against the rows the scan handed on and the
+    rows the commit wrote. Should a task still meet a bad row it fails, nothing is committed, and
+    the group is counted and scored the usual way."""
+    from ..engine.direct_scan import why_not_direct
+
+    plan = work.plan
+    if "bad_rows_seen" in ctx.flags or direct_blocker(plan) is not None or plan.cfg.input.mode != "snapshot":
+        return False
+    try:
+        scan, _df = work.scan_plan()
+        if not scan.direct or why_not_direct(plan.models[0].udf, list(plan.models[0].columns)) is not None:
+            return False
+        if not {chk.column for chk in plan.checks} <= scan.clean_columns:
+            return False
+        return not _stale_quarantine(work)
+    except Exception:  # noqa: BLE001 - the count pass decides
+        return False
+
+
+def _met_bad_rows(outcome) -> bool:
+    """Did a single-pass commit fail because a task met a bad row (nothing committed)?"""
+    errors = [o for _u, o in outcome if isinstance(o, Exception)]
+    if len(errors) != len(outcome) or getattr(errors[0], "output_version", None) is not None:
+        return False
+    exc, seen = errors[0], 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, BadRowsError) or "BadRowsError: " in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _scan_key(value) -> str | None:
+    """A partition value as a scan task saw it (Arrow's: timestamps UTC-aware), as the unit's text."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return partition_text(value)
+
+
+def _check_scan_rows(ctx: RunContext, work: _Work, units, version: int | None) -> None:
+    """Single pass: the rows the scan handed on per unit must be the input's planned rows (the
+    group's total where a partition value's text cannot be matched to its unit's)."""
+    if work.profile is None:
+        return
+    handed = {_scan_key(v): n for v, n in work.profile.rows().items()}
+    if set(handed) <= {u.text for u in units}:
+        wrong = [(u.text, u.rows, handed.get(u.text, 0)) for u in units if handed.get(u.text, 0) != u.rows]
+    else:
+        planned, got = sum(u.rows for u in units), sum(handed.values())
+        wrong = [(work.label, planned, got)] if planned != got else []
+    if wrong:
+        plan = ctx.plan
+        shown = "; ".join(f"{plan.partition_by}={t!r}: {want} in the input's log, {got} scored" for t, want, got in wrong[:5])
+        error = ReconciliationError(
+            f"the scan of {plan.input_ref.name!r} v{plan.input_version} did not score the rows its Delta log "
+            f"lists ({shown}); the Delta commit v{version} of {plan.output_ref.name!r} stays in the table's "
+            "history. Inspect it (DESCRIBE HISTORY), then rescore with force: true and engine.path: udf."
+        )
+        error.output_version = version
+        raise error
+
+
+def _keep_profiles(ctx: RunContext, work: _Work, units, counts: dict) -> None:
+    """The committed units' sketches from the scoring pass, by unit text, into ``ctx.scan_profiles``
+    (a unit with scored rows but no sketch is left out: its observers profile the committed output)."""
+    if work.profile is None:
+        return
+    try:
+        found = work.profile.sketches()
+    except Exception as exc:  # noqa: BLE001 - the observers profile the committed output instead
+        log.warning("partition %s: the scoring pass's column profiles could not be read (%s: %s)",
+                    work.label, type(exc).__name__, exc)
+        return
+    by_unit: dict = {}
+    for (value, column), sketch in found.items():
+        by_unit.setdefault(_scan_key(value), {})[column] = sketch
+    for u in units:
+        if u.text in by_unit or counts[u.text][0] - counts[u.text][1] == 0:
+            ctx.scan_profiles[u.text] = by_unit.get(u.text, {})
+
+
 def score_group(ctx: RunContext, units, source_df, observers=()) -> list[tuple[Unit, Any]]:
     """Every stage for a group of units, committed together; ``[(unit, PartitionResult or the error)]``.
 
@@ -433,6 +544,16 @@ def score_group(ctx: RunContext, units, source_df, observers=()) -> list[tuple[U
             return out
         try:
             work = _Work(ctx, todo, source_df)
+            if _single_pass(ctx, work):
+                work.single_pass = True
+                counts = {u.text: (u.rows, 0, {}) for u in todo}
+                done = _commit(ctx, todo, counts, source_df, observers, work)
+                if not _met_bad_rows(done):
+                    return out + done
+                log.info("partition %s has bad rows: counting them before scoring", work.label)
+                ctx.flags.add("bad_rows_seen")
+                scan, work = work._scan, _Work(ctx, todo, source_df)
+                work._scan = scan  # the same files: the log is read once
             work.describe("count")
             counts = count(work)
         except Exception as exc:  # noqa: BLE001
@@ -478,7 +599,7 @@ def _commit(ctx: RunContext, units, counts: dict, source_df, observers,
             metadata["partitions"] = {u.text: {"rows_in": counts[u.text][0],
                                                "rows_scored": counts[u.text][0] - counts[u.text][1],
                                                "rows_quarantined": counts[u.text][1]} for u in units}
-        scored, engine_path = score(work, bad)
+        scored, engine_path = score(work, bad, observers)
         metadata["engine_path"] = engine_path
         failed_rows = None
         if ERROR_COLUMN in scored.columns:  # rows the model raised on: known once the partition is scored
@@ -500,7 +621,8 @@ def _commit(ctx: RunContext, units, counts: dict, source_df, observers,
                         metadata["partitions"][u.text].update(rows_scored=counts[u.text][0] - counts[u.text][1],
                                                               rows_quarantined=counts[u.text][1])
             scored = scored.where(F.col(ERROR_COLUMN).isNull()).drop(ERROR_COLUMN)
-        quarantine(work, bad, app_id, txn_version, metadata, failed_rows)
+        if not work.single_pass:  # (a single pass has nothing to quarantine or clear)
+            quarantine(work, bad, app_id, txn_version, metadata, failed_rows)
         work.describe("score+write")
         result = write_partition(
             plan.spark, scored, plan.output_ref, mode=cfg.output.mode, partition_column=plan.partition_by,
@@ -511,7 +633,10 @@ def _commit(ctx: RunContext, units, counts: dict, source_df, observers,
         if result.skipped:  # Delta had this (app id, version): an earlier run committed it
             ctx.committed.refresh()
             return [(u, recover(ctx, u, started) or PartitionResult(u.text, "recovered")) for u in units]
+        if work.single_pass:
+            _check_scan_rows(ctx, work, units, result.table_version)
         reconcile(ctx, units, rows_in, bad, result.table_version, _written_rows(plan, result.table_version))
+        _keep_profiles(ctx, work, units, counts)
     except Exception as exc:  # noqa: BLE001 - every unit of the commit failed with it
         return [(u, exc) for u in units]
     finally:

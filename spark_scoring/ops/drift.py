@@ -43,6 +43,7 @@ __all__ = [
     "histograms",
     "partition_stats",
     "group_stats",
+    "sketch_stats",
     "group_counts",
     "compare_scores",
 ]
@@ -160,38 +161,58 @@ def group_stats(
     empty entries for a key without rows.
     """
     wanted = list(dict.fromkeys([*summary_columns, *profile_columns]))
-    empty = {"summary": {}, "quantiles": {}, "edges": {}}
     if not groups or not wanted:
-        return {key: dict(empty) for key in groups}
-    bin_levels = [k / bins for k in range(1, bins)]
-    levels = sorted(set(PLOT_QUANTILES) | set(bin_levels))
-    plot_at = [levels.index(x) for x in PLOT_QUANTILES]
-    edge_at = [levels.index(x) for x in bin_levels]
+        return {key: _stats_of({}, summary_columns, profile_columns, bins) for key in groups}
     frame, names = _tagged(df, groups, wanted)
-    merged = _summaries(frame, list(names.values()), levels)
-    out = {}
-    for key in groups:
-        found = {c: merged[(key, names[c])] for c in wanted if (key, names[c]) in merged}
-        if not found:
-            out[key] = dict(empty)
+    merged = _summaries(frame, list(names.values()), _levels(bins))
+    return {key: _stats_of({c: merged[(key, names[c])] for c in wanted if (key, names[c]) in merged},
+                           summary_columns, profile_columns, bins) for key in groups}
+
+
+def sketch_stats(sketches: Mapping[str, Any], summary_columns: Sequence[str], profile_columns: Sequence[str],
+                 bins: int) -> dict[str, Any]:
+    """What :func:`group_stats` gives for one partition, from its column sketches
+    (:class:`~spark_scoring.executor.profiles.ColumnSketch`, made in the scoring pass): no Spark job."""
+    levels = _levels(bins)
+    found = {}
+    for c in dict.fromkeys([*summary_columns, *profile_columns]):
+        sk = sketches.get(c)
+        if sk is not None and sk.n:
+            base = sk.summary()
+            found[c] = {"n": base["count"], "mean": base["mean"], "std": base["std"], "lo": base["min"],
+                        "hi": base["max"], "q": sk.quantiles(levels)}
+    return _stats_of(found, summary_columns, profile_columns, bins)
+
+
+def _levels(bins: int) -> list[float]:
+    """The quantile levels a partition's statistics need: the plots' and the bin edges'."""
+    return sorted(set(PLOT_QUANTILES) | {k / bins for k in range(1, bins)})
+
+
+def _stats_of(found: Mapping[str, Mapping[str, Any]], summary_columns, profile_columns, bins: int) -> dict:
+    """``{summary, quantiles, edges}`` of one partition from its merged columns
+    (``{column: {n, mean, std, lo, hi, q (at _levels(bins))}}``; a column without values is absent)."""
+    if not found:
+        return {"summary": {}, "quantiles": {}, "edges": {}}
+    levels = _levels(bins)
+    plot_at = [levels.index(x) for x in PLOT_QUANTILES]
+    edge_at = [levels.index(k / bins) for k in range(1, bins)]
+    summary, quantiles, edges = {}, {}, {}
+    for c in summary_columns:
+        m = found.get(c)
+        if m is None:  # no value of this score in the partition
+            quantiles[c] = None
+            summary[c] = {"count": 0, **dict.fromkeys(["mean", "std", "min", "max",
+                                                        *(name for name, _ in SUMMARY_QUANTILES)])}
             continue
-        summary, quantiles, edges = {}, {}, {}
-        for c in summary_columns:
-            m = found.get(c)
-            if m is None:  # no value of this score in the partition
-                quantiles[c] = None
-                summary[c] = {"count": 0, **dict.fromkeys(["mean", "std", "min", "max",
-                                                            *(name for name, _ in SUMMARY_QUANTILES)])}
-                continue
-            q = quantiles[c] = [m["q"][i] for i in plot_at]
-            summary[c] = {"count": int(m["n"]), "mean": _num(m["mean"]), "std": _num(m["std"]),
-                          "min": _num(m["lo"]), "max": _num(m["hi"]),
-                          **{name: float(q[PLOT_QUANTILES.index(level)]) for name, level in SUMMARY_QUANTILES}}
-        for c in profile_columns:
-            if c in found:
-                edges[c] = sorted(set(float(found[c]["q"][i]) for i in edge_at))
-        out[key] = {"summary": summary, "quantiles": quantiles, "edges": edges}
-    return out
+        q = quantiles[c] = [m["q"][i] for i in plot_at]
+        summary[c] = {"count": int(m["n"]), "mean": _num(m["mean"]), "std": _num(m["std"]),
+                      "min": _num(m["lo"]), "max": _num(m["hi"]),
+                      **{name: float(q[PLOT_QUANTILES.index(level)]) for name, level in SUMMARY_QUANTILES}}
+    for c in profile_columns:
+        if c in found:
+            edges[c] = sorted(set(float(found[c]["q"][i]) for i in edge_at))
+    return {"summary": summary, "quantiles": quantiles, "edges": edges}
 
 
 def group_counts(

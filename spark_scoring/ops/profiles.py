@@ -1,11 +1,18 @@
-"""Score summaries and drift of committed partitions: a group's statistics in two Spark jobs.
+"""Score summaries and drift of committed partitions: from the scoring pass, else two Spark jobs.
 
 Runs on: the driver. :class:`Profiles` turns a committed group of partitions
 (one ``output.partitions_per_commit`` commit) into one record per partition:
 the score summary, the percentiles for plots, and the PSI of every score and
-feature column against the partition's reference (``drift.reference``). The
-group costs two Spark jobs over the output table, whatever its size (their
-per-row work in the Python workers, :mod:`spark_scoring.executor.profiles`):
+feature column against the partition's reference (``drift.reference``).
+
+A group scored by the direct scan brings its statistics with it: the scan's
+tasks sketched the columns :meth:`Profiles.scan_columns` named while handing the
+rows to the writer (:class:`~spark_scoring.executor.profiles.ColumnSketch`), so
+the records cost no Spark job (summary moments exact; percentiles and PSI bin
+counts exact for up to 1,001 distinct values per task and column, else within
+1/1000 of the rows). Any other group (the UDF path, a recovered commit, Spark
+Connect) costs two Spark jobs over the committed output, whatever its size
+(their per-row work in the Python workers, :mod:`spark_scoring.executor.profiles`):
 
 1. :func:`~.drift.group_stats`: each partition's summary, plot percentiles and
    bin edges (grouped by partition);
@@ -21,7 +28,7 @@ them (print, fail, log) is :mod:`.tracking`'s.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..job.results import partition_text
 from ..session import set_job_description
@@ -37,33 +44,53 @@ class Profiles:
         self.plan = plan
         self._profiles: dict[str | None, dict] = {}  # partition text -> edges, quantiles, counts
         self._input_partitions: dict[str | None, Any] | None = None
+        self._scan_columns: tuple[list[str], list[str]] | None = None  # (scores, features), from scan_columns
 
-    def records(self, done: Sequence[tuple[Any, Any]], first_step: int) -> dict[str | None, dict]:
-        """``{partition text: record}`` for the scored (or recovered) units of one committed group."""
+    def scan_columns(self, schema) -> list[str]:
+        """The columns to sketch in the scoring pass (scores; features too with drift on), from the
+        scored rows' ``schema``; kept for the records of the units the pass sketches."""
+        scores, features = self._columns(schema)
+        self._scan_columns = (scores, features)
+        return scores + (features if self.cfg.drift.enabled else [])
+
+    def records(self, done: Sequence[tuple[Any, Any]], first_step: int,
+                sketches: Mapping[str | None, Mapping[str, Any]] | None = None) -> dict[str | None, dict]:
+        """``{partition text: record}`` for the scored (or recovered) units of one committed group.
+
+        ``sketches``: ``{unit text: {column: ColumnSketch}}`` from the scoring pass; when every unit
+        of the group has them (and :meth:`scan_columns` named the columns), no Spark job runs.
+        """
         from ..delta.sql import partition_predicate
-        from .drift import group_counts, group_stats, partition_stats
+        from .drift import group_counts, group_stats, partition_stats, sketch_stats
 
         cfg, plan = self.cfg, self.plan
         steps = {unit.text: first_step + i for i, (unit, _res) in enumerate(done)}
         scored = [(u, r) for u, r in done if r.status in ("scored", "recovered")]
         if not scored:
             return {}
-        versions = [r.output_version for _u, r in scored if r.output_version is not None]
-        out = plan.output_ref.read(plan.spark, max(versions) if versions else None)
-        scores, features = self._columns(out.schema)
+        found = {u.text: (sketches or {}).get(u.text) for u, _r in scored}
+        if self._scan_columns is not None and all(v is not None for v in found.values()):
+            out, (scores, features) = None, self._scan_columns
+        else:  # a recovered unit, another scoring path: the committed output, one or two Spark jobs
+            found = {}
+            versions = [r.output_version for _u, r in scored if r.output_version is not None]
+            out = plan.output_ref.read(plan.spark, max(versions) if versions else None)
+            scores, features = self._columns(out.schema)
+            shown = ", ".join(str(u.text) for u, _r in scored[:3]) + (" ..." if len(scored) > 3 else "")
+            set_job_description(plan.spark, f"spark_scoring {plan.output_ref.name}: "
+                                            f"{cfg.input.partition_by}={shown} (summary+drift)")
         profiled = scores + features if cfg.drift.enabled else []
         column, bins = cfg.input.partition_by, cfg.drift.bins
-        shown = ", ".join(str(u.text) for u, _r in scored[:3]) + (" ..." if len(scored) > 3 else "")
-        set_job_description(plan.spark, f"spark_scoring {plan.output_ref.name}: {column}={shown} (summary+drift)")
         if column is None:  # the whole table: a summary, nothing to compare with
             unit, res = scored[0]
-            stats = partition_stats(out, scores, [], bins)
+            stats = sketch_stats(found[unit.text], scores, [], bins) if found else partition_stats(out, scores, [], bins)
             note = "the input is not partitioned: nothing to compare with" if cfg.drift.enabled else ""
             return {unit.text: self._record(res, steps[unit.text], column, scores, features, stats,
                                             None, None, {}, note)}
 
         groups = {u.text: partition_predicate(column, u.value) for u, _r in scored}
-        stats = group_stats(out, groups, scores, profiled, bins)
+        stats = ({t: sketch_stats(found[t], scores, profiled, bins) for t in groups} if found
+                 else group_stats(out, groups, scores, profiled, bins))
         for text, st in stats.items():
             self._profiles[text] = {"edges": st["edges"], "quantiles": st["quantiles"]}
         references = {u.text: self._reference(u.text, groups, profiled) if cfg.drift.enabled else (None, None, "")
@@ -72,7 +99,13 @@ class Profiles:
         for t, (_ref, ref_edges, _note) in references.items():
             if ref_edges:
                 requests[f"psi:{t}"] = (t, ref_edges)
-        counts = group_counts(out, groups, requests, bins) if profiled else {}
+        if not profiled:
+            counts = {}
+        elif found:  # the sketches' counts (exact where a sketch kept every distinct value)
+            counts = {rid: {c: found[t][c].bin_counts(e) for c, e in edges.items() if c in found[t]}
+                      for rid, (t, edges) in requests.items()}
+        else:
+            counts = group_counts(out, groups, requests, bins)
         for t in groups:
             self._profiles[t]["counts"] = counts.get(f"own:{t}", {})
         records = {}

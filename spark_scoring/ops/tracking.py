@@ -1,6 +1,8 @@
 """Every job run recorded as an MLflow run, with score summaries and drift.
 
-Runs on: the driver. The statistics come from two Spark aggregations per
+Runs on: the driver. The statistics come from the scoring pass itself where
+the direct scan scores (the observer names the columns to sketch:
+:meth:`RunTracker.profile_columns`), else from two Spark aggregations per
 committed group of partitions (see :mod:`.profiles` and :mod:`.drift`); no
 rows are collected. The job calls :meth:`RunTracker.group_done` once per
 commit (one MLflow ``log_batch`` and one ``log_artifacts`` for the group) and
@@ -25,8 +27,9 @@ the job's run id (the ``scoring_run_id`` column and the audit table's
   ``score_distribution_<first>_to_<last>.png``, each partition's distribution),
   ``partition_stats.json``, ``partitions.json`` and ``drift/drift_report.{json,png,html}``.
 
-The summary of a partition is computed from the committed output partition
-(the output table read at the version of its group's commit). Drift compares it with a reference partition of the output table:
+The summary of a partition is computed from the rows its commit wrote (the
+scoring pass's sketches of them, or the output table read at the version of its
+group's commit). Drift compares it with a reference partition of the output table:
 ``drift.reference: previous`` (the input partition before it, in the job's
 partition order) or a given partition value. A PSI above ``drift.threshold``
 is printed as a warning, or, with ``drift.on_drift: fail``, returned by
@@ -120,7 +123,7 @@ class RunTracker(Observer):
         self.step += len(done)
         records: dict = {}
         try:
-            records = self._profiles().records(done, first)
+            records = self._profiles().records(done, first, ctx.scan_profiles)
         except Exception as exc:  # noqa: BLE001 - statistics must not kill a scoring job
             shown = [res.partition for _u, res in done]
             log.warning("score summary / drift of partition(s) %s failed: %s: %s", shown, type(exc).__name__, exc)
@@ -130,6 +133,16 @@ class RunTracker(Observer):
                 self._log_group([(res, records.get(unit.text), first + i) for i, (unit, res) in enumerate(done)])
             except Exception as exc:  # noqa: BLE001
                 log.warning("MLflow tracking of partition(s) %s failed: %s", [r.partition for _u, r in done], exc)
+
+    def profile_columns(self, ctx, schema) -> list[str]:
+        """The scores (and, with drift on, the features) to sketch in the scoring pass."""
+        if not (self.cfg.tracking.enabled or self.cfg.drift.enabled):
+            return []
+        try:
+            return self._profiles().scan_columns(schema)
+        except Exception as exc:  # noqa: BLE001 - the committed output is profiled instead
+            log.warning("score summary columns could not be chosen: %s: %s", type(exc).__name__, exc)
+            return []
 
     def unit_done(self, ctx, unit, result) -> DriftError | None:
         """The unit's drift verdict: a warning printed, or the DriftError to stop with (``on_drift: fail``)."""
