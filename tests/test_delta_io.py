@@ -531,12 +531,15 @@ def test_file_statistics_prove_columns_clean_only_without_null_nan_or_infinity(s
     assert newest == {"id", "x"}  # no statistics for the columns past the first two: not proven
 
 
-@pytest.mark.parametrize("deletion_vectors", [False, True])
-def test_audit_rows_after_the_first_are_appended_by_delta_rs_and_read_back_by_spark(spark, tmp_path, deletion_vectors):
+@pytest.mark.parametrize("created_by", ["delta-rs", "spark with deletion vectors"])
+def test_audit_rows_are_written_by_delta_rs_and_read_back_by_spark(spark, tmp_path, created_by):
+    """A local audit table is created and appended to by delta-rs (milliseconds, no Spark job); one
+    created by Spark with deletion vectors on (an earlier version, or a Databricks default) takes
+    delta-rs appends too, after a Spark DELETE that wrote a deletion vector."""
     import dataclasses
 
     from spark_scoring.delta.log import history
-    from spark_scoring.job.audit import AuditRecord, write_audit
+    from spark_scoring.job.audit import AUDIT_SCHEMA, AuditRecord, write_audit
     from spark_scoring.session import runtime_conf
 
     at = dt.datetime(2026, 12, 7, 10, 30, 15, 123456, tzinfo=dt.timezone.utc)
@@ -546,17 +549,22 @@ def test_audit_rows_after_the_first_are_appended_by_delta_rs_and_read_back_by_sp
                            None if i == 2 else 7, 10 + i, 9 + i, 1, 0.25 * i, "scored", f"it's {i}", at, at)
 
     table = str(tmp_path / "audit")
-    with runtime_conf(spark, {"spark.databricks.delta.properties.defaults.enableDeletionVectors":
-                              str(deletion_vectors).lower()}):
-        write_audit(spark, table, [record(1)])  # created by Spark
-        write_audit(spark, table, [record(2), record(3)])  # appended by delta-rs
-        spark.sql(f"DELETE FROM delta.`{table}` WHERE partition = '2026-01-01'")
-        write_audit(spark, table, [record(4)])
-    engines = [h.get("engineInfo", "") for h in history(table)]
-    assert [e.startswith("delta-rs") for e in engines] == [True, False, True, False]  # newest first
+    if created_by == "delta-rs":
+        write_audit(spark, table, [record(1)])
+    else:
+        with runtime_conf(spark, {"spark.databricks.delta.properties.defaults.enableDeletionVectors": "true"}):
+            rows = [tuple(dataclasses.asdict(record(i)).values()) for i in (1, 5)]  # one file: a DV, not a rewrite
+            spark.createDataFrame(rows, AUDIT_SCHEMA).coalesce(1).write.format("delta").save(table)
+    write_audit(spark, table, [record(2), record(3)])
+    spark.sql(f"DELETE FROM delta.`{table}` WHERE partition = '2026-01-01'")
+    write_audit(spark, table, [record(4)])
+    engines = [h.get("engineInfo", "") for h in history(table)]  # newest first; the DELETE is Spark's
+    assert [e.startswith("delta-rs") for e in engines] == [True, False, True, created_by == "delta-rs"]
+    if created_by != "delta-rs":
+        assert any(h.get("operationMetrics", {}).get("numDeletionVectorsAdded") == "1" for h in history(table))
     got = sorted((r.asDict() for r in spark.read.format("delta").load(table).collect()), key=lambda r: r["partition"])
     want = [{**dataclasses.asdict(record(i)), "started_at": at.replace(tzinfo=None),
-             "finished_at": at.replace(tzinfo=None)} for i in (2, 3, 4)]
+             "finished_at": at.replace(tzinfo=None)} for i in (2, 3, 4) + (() if created_by == "delta-rs" else (5,))]
     assert got == want
 
 

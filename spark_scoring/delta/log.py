@@ -132,29 +132,34 @@ def txn_commit(path: str, app_id: str, txn_version: int, first: int, last: int) 
     return None
 
 
-def append(path: str, rows: list[dict]) -> bool:
-    """Append ``rows`` to the existing table at ``path`` in one commit written by delta-rs: a few
-    milliseconds where Spark's append is a job of about 0.4 s (the audit table, once per commit of
-    the output). False where delta-rs cannot (no table, a writer feature it does not support, rows
-    that do not fit the table's schema, a failed commit): nothing was committed, the caller writes
-    with Spark. A commit is recognised by a marker in its ``commitInfo``, so an error raised after
-    it (a checkpoint that failed to write) is not mistaken for a failed append."""
+def append(path: str, rows: list[dict], schema=None) -> bool:
+    """Append ``rows`` to the table at ``path`` in one commit written by delta-rs: a few milliseconds
+    where Spark's append is a job of about 0.4 s (the audit table, once per commit of the output).
+    With ``schema`` (a pyarrow schema) a missing table is created with it. False where delta-rs
+    cannot (a writer feature it does not support, rows that do not fit the table's schema, a
+    failed commit): nothing was committed, the caller writes with Spark. A commit is recognised by
+    a marker in its ``commitInfo``, so an error raised after it (a checkpoint that failed to
+    write) is not mistaken for a failed append."""
     import uuid
 
-    table = _table(path)
-    if table is None:
-        return False
-    marker = uuid.uuid4().hex
     try:
         import pyarrow as pa
         from deltalake import CommitProperties, write_deltalake
-
-        before = int(table.version())
-        schema = pa.schema(table.schema().to_arrow())
+    except ImportError:  # pragma: no cover - an install without deltalake
+        return False
+    marker = uuid.uuid4().hex
+    table = _table(path) if os.path.isdir(os.path.join(path, "_delta_log")) else None
+    if table is None and (schema is None or os.path.exists(os.path.join(path, "_delta_log"))):
+        return False  # nothing to append to, or a log delta-rs cannot read: Spark decides
+    before = -1
+    try:
+        if table is not None:
+            before = int(table.version())
+            schema = pa.schema(table.schema().to_arrow())
         if any(set(r) != set(schema.names) for r in rows):
             return False  # another schema: Spark's append says what does not fit
         data = pa.Table.from_pylist(rows, schema=schema)
-        write_deltalake(table, data, mode="append",
+        write_deltalake(path if table is None else table, data, mode="error" if table is None else "append",
                         commit_properties=CommitProperties(custom_metadata={"spark_scoring.append": marker}))
         return True
     except Exception as exc:  # noqa: BLE001 - Spark writes instead, unless the commit landed

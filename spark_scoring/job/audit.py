@@ -25,13 +25,23 @@ from ..delta.writes import append_rows
 
 __all__ = ["AuditRecord", "AUDIT_SCHEMA", "write_audit", "read_audit", "scored_partitions", "last_input_version"]
 
-AUDIT_SCHEMA = (
-    "run_id string, job_key string, output_table string, partition_column string, "
-    "partition string, model_uris string, model_versions string, input_table string, "
-    "input_version long, input_mode string, output_version long, rows_in long, "
-    "rows_scored long, rows_quarantined long, seconds double, status string, message string, "
-    "started_at timestamp, finished_at timestamp"
+_FIELDS = (
+    ("run_id", "string"), ("job_key", "string"), ("output_table", "string"), ("partition_column", "string"),
+    ("partition", "string"), ("model_uris", "string"), ("model_versions", "string"), ("input_table", "string"),
+    ("input_version", "long"), ("input_mode", "string"), ("output_version", "long"), ("rows_in", "long"),
+    ("rows_scored", "long"), ("rows_quarantined", "long"), ("seconds", "double"), ("status", "string"),
+    ("message", "string"), ("started_at", "timestamp"), ("finished_at", "timestamp"),
 )
+AUDIT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in _FIELDS)  # Spark's DDL
+
+
+def _arrow_schema():
+    """The same columns as Arrow (what delta-rs creates a local audit table with)."""
+    import pyarrow as pa
+
+    kinds = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(),
+             "timestamp": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(name, kinds[kind]) for name, kind in _FIELDS])
 
 
 @dataclass(frozen=True)
@@ -58,13 +68,13 @@ class AuditRecord:
 
 
 def write_audit(spark, table: str, records: list[AuditRecord]) -> None:
-    """Append records to the audit Delta table (created by Spark on first use): one commit, written
-    by delta-rs for a local table that exists (:func:`spark_scoring.delta.log.append`), else by Spark."""
+    """Append records to the audit Delta table (created on first use): one commit, written by
+    delta-rs for a local table (:func:`spark_scoring.delta.log.append`), else by Spark."""
     if not records:
         return
     ref = TableRef.parse(table)
     local = ref.local_log(spark)
-    if local and delta_log.exists(local) and delta_log.append(local, [asdict(r) for r in records]):
+    if local and delta_log.append(local, [asdict(r) for r in records], _arrow_schema()):
         return
     df = spark.createDataFrame([tuple(asdict(r).values()) for r in records], AUDIT_SCHEMA)
     append_rows(spark, df, ref)
