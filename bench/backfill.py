@@ -18,8 +18,9 @@ C, ...) so they share the machine's noise, and medians are reported:
   ``mode("overwrite")`` Delta write of the whole output.
 - ``job[tracked]``: ``spark_scoring.run_job`` with its defaults (MLflow tracking and
   drift on, into the same sqlite MLflow), every partition, ``overwrite_partitions``,
-  ``bad_rows: fail``: per partition a count and bad-row check, the scoring, one
-  idempotent commit, the reconciliation, an audit row, the score summary, PSI and plot.
+  ``bad_rows: fail``: per group of partitions a count and bad-row check (skipped where the
+  input's Delta statistics prove the features clean: the scoring pass counts), the scoring,
+  one idempotent commit, the reconciliation, the audit rows, the score summaries, PSI and plot.
 - ``job[untracked]``: the same job with ``tracking`` and ``drift`` off.
 - ``job[untracked,dv]`` (``--dv``): ``job[untracked]`` on a copy of the input with
   deletion vectors (``delta.enableDeletionVectors``, then a DELETE of 1% of the
@@ -647,7 +648,8 @@ def _union(intervals) -> float:
 
 def _windows(jobs: list[dict], parts, t0: float, t1: float) -> list[tuple[str, float, float]]:
     """(label, start, end): run setup, then each partition from its first job labelled
-    ``ds=<p> (count)`` (spark_scoring's label) up to the next one; the last runs to the end."""
+    ``ds=<p> (count)`` (spark_scoring's label; else its first job labelled ``ds=<p> (...)``, the
+    score+write where the scoring pass counts) up to the next one; the last runs to the end."""
     starts = []
     for p in parts:
         marks = [j["start"] for j in jobs if f"={p} (count)" in j["description"]] or \
